@@ -1,0 +1,62 @@
+"""Shared fixtures: small labelled datasets made on the fly (nothing read from ../shared)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from ase.build import bulk
+from ase.calculators.emt import EMT
+
+from uq_flows.io import with_labels, write_extxyz
+from uq_flows.settings import get_settings
+
+
+@pytest.fixture(autouse=True)
+def _isolated_settings(tmp_path, monkeypatch):
+    """Each test gets its own UQ_FLOWS_HOME, so no user config leaks in."""
+    monkeypatch.setenv("UQ_FLOWS_HOME", str(tmp_path / "uq-home"))
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+def emt_dataset(n_configs: int = 12, seed: int = 0):
+    """Cu cells of 4 and 8 atoms rattled by growing amplitudes, labelled by EMT."""
+    rng = np.random.default_rng(seed)
+    structures = []
+    for j in range(n_configs):
+        atoms = bulk("Cu", "fcc", a=3.61, cubic=True)
+        if j % 2:
+            atoms = atoms * (2, 1, 1)
+        atoms.rattle(0.01 + 0.03 * j, seed=int(rng.integers(1 << 30)))
+        atoms.calc = EMT()
+        structures.append(with_labels(atoms, atoms.get_potential_energy(), atoms.get_forces()))
+    return structures
+
+
+def perturbed(structures, scale: float, seed: int, energy_shift: float = 0.0):
+    """A fake member: reference labels plus noise that grows with the configuration index.
+
+    The disagreement between such members grows along the dataset, so U and the error of
+    their mean are correlated by construction.
+    """
+    rng = np.random.default_rng(seed)
+    out = []
+    for j, atoms in enumerate(structures):
+        noise = scale * (1 + j) * rng.normal(size=(len(atoms), 3))
+        forces = atoms.get_forces() + noise
+        energy = atoms.get_potential_energy() + energy_shift + scale * (1 + j) * rng.normal()
+        out.append(with_labels(atoms, energy, forces))
+    return out
+
+
+@pytest.fixture
+def labelled_set(tmp_path):
+    """Reference file and three member prediction files on the same 12 configurations."""
+    reference = emt_dataset()
+    paths = {"ref": tmp_path / "reference.extxyz"}
+    write_extxyz(paths["ref"], reference)
+    for name, scale, seed in (("good", 0.01, 1), ("fair", 0.02, 2), ("poor", 0.08, 3)):
+        paths[name] = tmp_path / f"{name}.extxyz"
+        write_extxyz(paths[name], perturbed(reference, scale, seed))
+    return reference, paths

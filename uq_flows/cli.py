@@ -1,0 +1,460 @@
+"""The ``uq-flows`` command line.
+
+Every command takes ``--json`` and then prints exactly one JSON object to stdout; tables,
+progress bars and messages go to stderr. Exit codes: 0 success, 1 some structures could not
+be processed (their statuses are reported), 2 bad input or configuration (nothing written).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from uq_flows.errors import InputError, UqFlowsError
+
+app = typer.Typer(
+    name="uq-flows",
+    help="Uncertainty-driven labelling and distillation of machine-learning interatomic potentials.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+err = Console(stderr=True)
+
+EXIT_PARTIAL = 1
+EXIT_BAD_INPUT = 2
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object to stdout.")]
+VariantOption = Annotated[int, typer.Option("--variant", min=0, max=2, help="U variant: 0 equal weights, 1 the paper's U, 2 weighted mean.")]
+WeightsOption = Annotated[
+    str,
+    typer.Option("--weights", help="auto (paper table if every member is in it, else equal), paper, equal, or an RMSE file."),
+]
+
+
+def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def emit(payload: dict[str, Any]) -> None:
+    from uq_flows.records import jsonable
+
+    sys.stdout.write(json.dumps(jsonable(payload), indent=1) + "\n")
+
+
+def _fmt(value: float | None, digits: int = 4) -> str:
+    return "—" if value is None or not math.isfinite(value) else f"{value:.{digits}g}"
+
+
+def _pairs(values: list[str], option: str) -> dict[str, str]:
+    """NAME=VALUE pairs of a repeatable option, names unique."""
+    pairs: dict[str, str] = {}
+    for text in values:
+        name, sep, value = text.partition("=")
+        if not sep or not name or not value:
+            fail(f"{option} takes NAME=VALUE, got {text!r}")
+        if name in pairs:
+            fail(f"{option} {name} given twice")
+        pairs[name] = value
+    return pairs
+
+
+def _rmse_pairs(values: list[str]) -> dict[str, float]:
+    rmse = {}
+    for name, value in _pairs(values, "--rmse").items():
+        try:
+            rmse[name] = float(value)
+        except ValueError:
+            fail(f"--rmse {name}={value}: not a number")
+        if not (math.isfinite(rmse[name]) and rmse[name] > 0):
+            fail(f"--rmse {name}={value}: an RMSE must be a positive number")
+    return rmse
+
+
+def _check_out(out: Path | None, suffixes: tuple[str, ...]) -> None:
+    if out is None:
+        return
+    if not out.name.lower().endswith(suffixes):
+        fail(f"--out {out}: must end in one of {', '.join(suffixes)}")
+    if not out.parent.exists():
+        fail(f"--out {out}: folder {out.parent} does not exist")
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=err, transient=True,
+    )
+
+
+@app.callback()
+def main() -> None:
+    """Run ``uq-flows COMMAND --help`` for a command's options."""
+
+
+def _guard(function):
+    """Turn the package's errors into a clear message and exit code 2."""
+    import functools
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except UqFlowsError as error:
+            fail(str(error))
+
+    return wrapper
+
+
+@app.command()
+@_guard
+def score(
+    files: Annotated[list[Path], typer.Argument(help="Structure files or folders (extxyz, pacemaker pickle, POSCAR/CIF).")],
+    member: Annotated[list[str], typer.Option("--member", help="Ensemble member (repeat): a built-in name, mace:PATH, ase:module:Class, or NAME=SPEC.")],
+    weights: WeightsOption = "auto",
+    variant: VariantOption = 1,
+    out: Annotated[Path | None, typer.Option("--out", help="Write the scored structures (.json, .xyz or .extxyz) with U and status.")] = None,
+    predictions: Annotated[Path | None, typer.Option("--predictions", help="Folder for one extxyz of labels per member (input to evaluate/mix).")] = None,
+    allow_failed: Annotated[bool, typer.Option("--allow-failed", help="Exit 0 and write --out even if some structures could not be scored.")] = False,
+    device: Annotated[str | None, typer.Option("--device", help="torch device (default from settings).")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Score structures with a heterogeneous uMLIP ensemble and compute U (paper 001, eq. 1)."""
+    from uq_flows.ensemble.members import parse_member
+    from uq_flows.ensemble.scoring import score_structures
+    from uq_flows.io import read_many, with_labels, write_extxyz
+    from uq_flows.records import structure_id
+    from uq_flows.settings import get_settings
+
+    _check_out(out, (".json", ".xyz", ".extxyz"))
+    if predictions is not None and predictions.exists() and not predictions.is_dir():
+        fail(f"--predictions {predictions}: not a folder")
+    specs = [parse_member(text) for text in member]
+    if len(specs) < 2:
+        fail("an ensemble needs at least two --member")
+    structures = read_many(files)
+    decimals = get_settings().structure_id_decimals
+    for atoms in structures:
+        atoms.info["uq_id"] = structure_id(atoms, decimals)
+    warnings = _functional_warnings(specs)
+    for warning in warnings:
+        err.print(f"[yellow]warning:[/] {warning}", highlight=False)
+
+    with _progress() as progress:
+        tasks = {spec.name: progress.add_task(spec.name, total=len(structures)) for spec in specs}
+        scores, member_predictions = score_structures(
+            structures, specs, weights, variant, device,
+            progress=lambda name, k: progress.update(tasks[name], completed=k),
+        )
+    rows = scores.rows(structures)
+    failed = [row for row in rows if row["status"] != "ok"]
+    payload = {
+        "members": [
+            {"name": s.name, "weight": float(w), "functional": s.functional, "version": s.version}
+            for s, w in zip(specs, scores.weights)
+        ],
+        "weights_source": scores.weights_source,
+        "variant": variant,
+        "n_structures": len(rows),
+        "n_failed": len(failed),
+        "warnings": warnings,
+        "structures": rows,
+    }
+    if failed and not allow_failed:
+        payload["error"] = f"{len(failed)} of {len(rows)} structures could not be scored"
+    else:
+        if out is not None:
+            _write_scored(out, structures, rows, payload)
+            payload["out"] = str(out)
+        if predictions is not None:
+            predictions.mkdir(parents=True, exist_ok=True)
+            for p in member_predictions:
+                labelled = [
+                    with_labels(atoms, p.energies[j], p.structure_forces(j), status=p.status[j])
+                    for j, atoms in enumerate(structures)
+                ]
+                write_extxyz(predictions / f"{p.member.replace('/', '_')}.extxyz", labelled)
+            payload["predictions"] = str(predictions)
+    if as_json:
+        emit(payload)
+    else:
+        _score_table(rows, payload)
+    if "error" in payload:
+        fail(payload["error"] + "; statuses above (use --allow-failed to keep the others)", EXIT_PARTIAL)
+
+
+def _functional_warnings(specs) -> list[str]:
+    functionals = {s.functional for s in specs if s.functional}
+    if len(functionals) > 1:
+        by = ", ".join(f"{s.name} ({s.functional})" for s in specs if s.functional)
+        return [f"members trained on different functionals ({by}): U includes their systematic difference"]
+    return []
+
+
+def _write_scored(out: Path, structures, rows, payload) -> None:
+    from uq_flows.io import atomic_path, write_extxyz
+
+    if out.suffix.lower() == ".json":
+        from uq_flows.records import jsonable
+
+        with atomic_path(out) as temporary:
+            temporary.write_text(json.dumps(jsonable(payload), indent=1))
+        return
+    tagged = []
+    for atoms, row in zip(structures, rows):
+        copy = atoms.copy()
+        copy.info.pop("uq_source", None)
+        copy.info.update({"uq_id": row["id"], "U": row["U"] if row["U"] is not None else math.nan,
+                          "status": row["status"], "source_file": row["source"]})
+        tagged.append(copy)
+    write_extxyz(out, tagged)
+
+
+def _score_table(rows, payload) -> None:
+    table = Table(title=f"U ({payload['weights_source']} weights, variant {payload['variant']})")
+    for column in ("#", "id", "formula", "atoms", "U (eV/Å)", "status"):
+        table.add_column(column, justify="right" if column in ("#", "atoms", "U (eV/Å)") else "left")
+    for index, row in enumerate(rows):
+        status = row["status"] if row["status"] == "ok" else f"[red]{row['status']}: {row['reason']}[/]"
+        table.add_row(str(index), row["id"], row["formula"], str(row["n_atoms"]), _fmt(row["U"]), status)
+    err.print(table)
+
+
+def _load_ensemble(reference, prediction, reference_energy, prediction_energy):
+    from uq_flows.ensemble.precomputed import PrecomputedEnsemble
+
+    return PrecomputedEnsemble.load(reference, _pairs(prediction, "--prediction"), reference_energy, prediction_energy)
+
+
+ReferenceOption = Annotated[Path, typer.Option("--reference", help="Reference (DFT) labels: extxyz or pacemaker pickle.")]
+PredictionOption = Annotated[list[str], typer.Option("--prediction", help="NAME=FILE of one member's labels on the same configurations (repeat).")]
+RmseOption = Annotated[list[str] | None, typer.Option("--rmse", help="NAME=VALUE force RMSE (eV/Å) of a member (repeat).")]
+TopNOption = Annotated[int | None, typer.Option("--top-n", min=1, help="Keep the N members with the lowest RMSE.")]
+EnergyOption = Annotated[str, typer.Option(help="total or per-atom.")]
+
+
+def _energy_convention(value: str, option: str) -> str:
+    if value not in ("total", "per-atom"):
+        fail(f"{option} must be total or per-atom, got {value!r}")
+    return value
+
+
+@app.command()
+@_guard
+def evaluate(
+    reference: ReferenceOption,
+    prediction: PredictionOption,
+    rmse: RmseOption = None,
+    weights: WeightsOption = "auto",
+    top_n: TopNOption = None,
+    variant: VariantOption = 1,
+    uc: Annotated[list[float] | None, typer.Option("--uc", help="Threshold U_c in eV/Å (repeat; inf allowed).")] = None,
+    target_rmse: Annotated[float | None, typer.Option("--target-rmse", help="Report the U_c whose trusted set reaches this force RMSE (eV/Å).")] = None,
+    reference_energy: Annotated[str, typer.Option("--reference-energy", help="Reference energies are total or per-atom.")] = "total",
+    prediction_energy: Annotated[str, typer.Option("--prediction-energy", help="Predicted energies are total or per-atom.")] = "total",
+    plot: Annotated[Path | None, typer.Option("--plot", help="Folder for PNG figures.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Judge U against reference labels: Spearman ρ, thresholds, accuracy–coverage (paper 001)."""
+    import numpy as np
+
+    from uq_flows import plots
+    from uq_flows.uncertainty import (
+        accuracy_coverage,
+        force_error_terms,
+        spearman,
+        summarize_thresholds,
+        threshold_for_target_force_rmse,
+    )
+
+    _energy_convention(reference_energy, "--reference-energy")
+    _energy_convention(prediction_energy, "--prediction-energy")
+    ensemble = _load_ensemble(reference, prediction, reference_energy, prediction_energy)
+    chosen = ensemble.weights(_rmse_pairs(rmse or []), weights, top_n)
+    u = ensemble.uncertainty(chosen, variant)
+    error = ensemble.mean_force_error(chosen.members)
+    mean = ensemble.mean_labels(chosen.members)
+    sq_sum, n_components = force_error_terms(ensemble.reference.forces, mean.forces, ensemble.n_atoms)
+    energy_error = (mean.energies - ensemble.reference.energies) / ensemble.n_atoms
+    rho = spearman(u, error) if len(u) >= 3 else math.nan
+    summaries = summarize_thresholds(u, ensemble.n_atoms, uc or [], sq_sum, n_components, energy_error)
+    curve = accuracy_coverage(u, energy_error, sq_sum, n_components)
+    payload: dict[str, Any] = {
+        "n_configs": len(u),
+        "n_atoms": int(ensemble.n_atoms.sum()),
+        "spearman": rho,
+        "variant": variant,
+        "weights_source": chosen.source,
+        "members": [
+            {"name": name, "rank": rank, "weight": float(w), "rmse": (chosen.rmse or {}).get(name)}
+            for rank, (name, w) in enumerate(zip(chosen.members, chosen.weights), start=1)
+        ],
+        "force_rmse": float(np.sqrt(sq_sum.sum() / n_components.sum())),
+        "energy_rmse_per_atom": float(np.sqrt(np.mean(energy_error**2))),
+        "thresholds": [vars(s) for s in summaries],
+        "u": {"min": float(u.min()), "median": float(np.median(u)), "max": float(u.max())},
+    }
+    if target_rmse is not None:
+        payload["uc_for_target_rmse"] = {
+            "target": target_rmse,
+            "uc": threshold_for_target_force_rmse(u, sq_sum, n_components, target_rmse),
+        }
+    if plot is not None:
+        plot.mkdir(parents=True, exist_ok=True)
+        payload["plots"] = [
+            str(plots.uncertainty_parity(u, error, plot / "u_vs_error.png", rho)),
+            str(plots.accuracy_coverage(curve.coverage, curve.energy_rmse, curve.force_rmse, plot / "accuracy_coverage.png")),
+        ]
+    if as_json:
+        emit(payload)
+        return
+    err.print(
+        f"{payload['n_configs']} configurations, {payload['n_atoms']} atoms; members "
+        + ", ".join(f"{m['name']} (w={m['weight']:.3f})" for m in payload["members"])
+        + f"\nSpearman ρ(U, error) = {_fmt(rho, 3)}; ensemble-mean force RMSE {_fmt(payload['force_rmse'])} eV/Å",
+        highlight=False,
+    )
+    if summaries:
+        table = Table(title="thresholds")
+        for column in ("U_c (eV/Å)", "configs < U_c", "DFT atoms", "DFT configs", "force RMSE < U_c (eV/Å)"):
+            table.add_column(column, justify="right")
+        for s in summaries:
+            table.add_row(_fmt(s.uc), str(s.n_below), f"{s.dft_atom_fraction:.1%}", f"{s.dft_config_fraction:.1%}", _fmt(s.force_rmse_below))
+        err.print(table)
+    if "uc_for_target_rmse" in payload:
+        err.print(f"U_c for force RMSE ≤ {target_rmse} eV/Å: {_fmt(payload['uc_for_target_rmse']['uc'])}")
+
+
+@app.command()
+@_guard
+def mix(
+    reference: ReferenceOption,
+    prediction: PredictionOption,
+    uc: Annotated[float, typer.Option("--uc", help="Threshold U_c (eV/Å): U < U_c takes teacher labels.")],
+    energy_from: Annotated[str, typer.Option("--energy-from", help="Prediction NAME whose energies teach.")],
+    forces_from: Annotated[str, typer.Option("--forces-from", help="Prediction NAME whose forces teach.")],
+    out: Annotated[Path, typer.Option("--out", help="Distilled dataset: pacemaker pickle (.pkl.gz ...) or extxyz.")],
+    rmse: RmseOption = None,
+    weights: WeightsOption = "auto",
+    top_n: TopNOption = None,
+    variant: VariantOption = 1,
+    reference_energy: Annotated[str, typer.Option("--reference-energy", help="Reference energies are total or per-atom.")] = "total",
+    prediction_energy: Annotated[str, typer.Option("--prediction-energy", help="Predicted energies are total or per-atom.")] = "total",
+    as_json: JsonOption = False,
+) -> None:
+    """Build a distilled dataset: teacher labels where U < U_c, reference labels elsewhere (UAMD)."""
+    from uq_flows.io import PACEMAKER_SUFFIXES, EXTXYZ_SUFFIXES, with_labels, write_structures
+    from uq_flows.labeling.mixing import label_errors, mix_labels
+    from uq_flows.records import structure_id
+    from uq_flows.settings import get_settings
+
+    _energy_convention(reference_energy, "--reference-energy")
+    _energy_convention(prediction_energy, "--prediction-energy")
+    _check_out(out, PACEMAKER_SUFFIXES + EXTXYZ_SUFFIXES)
+    names = _pairs(prediction, "--prediction")
+    for option, name in (("--energy-from", energy_from), ("--forces-from", forces_from)):
+        if name not in names:
+            fail(f"{option} {name}: no --prediction of that name (have {', '.join(names)})")
+    ensemble = _load_ensemble(reference, prediction, reference_energy, prediction_energy)
+    chosen = ensemble.weights(_rmse_pairs(rmse or []), weights, top_n)
+    u = ensemble.uncertainty(chosen, variant)
+    mixed = mix_labels(ensemble.reference, ensemble.predictions[energy_from], ensemble.predictions[forces_from], u, uc)
+    energy_rmse, force_rmse = label_errors(mixed.labels, ensemble.reference)
+
+    decimals = get_settings().structure_id_decimals
+    offsets = mixed.labels.n_atoms.cumsum() - mixed.labels.n_atoms
+    structures = [
+        with_labels(atoms, mixed.labels.energies[j], mixed.labels.forces[offsets[j] : offsets[j] + len(atoms)])
+        for j, atoms in enumerate(ensemble.structures)
+    ]
+    sources = mixed.label_source
+    write_structures(
+        out,
+        structures,
+        uq_id=[structure_id(atoms, decimals) for atoms in structures],
+        U=[float(x) for x in u],
+        label_source=sources,
+        energy_source=[energy_from if s == "teacher" else "reference" for s in sources],
+        forces_source=[forces_from if s == "teacher" else "reference" for s in sources],
+    )
+    payload = {
+        "out": str(out),
+        "uc": uc,
+        "n_configs": len(u),
+        "n_teacher": int(mixed.teacher.sum()),
+        "n_dft": int((~mixed.teacher).sum()),
+        "dft_atom_fraction": mixed.dft_atom_fraction,
+        "dft_config_fraction": mixed.dft_config_fraction,
+        "energy_rmse_per_atom": energy_rmse,
+        "force_rmse": force_rmse,
+        "energy_from": energy_from,
+        "forces_from": forces_from,
+        "members": chosen.members,
+        "weights_source": chosen.source,
+    }
+    if as_json:
+        emit(payload)
+        return
+    err.print(
+        f"wrote {out}: {payload['n_teacher']} teacher-labelled, {payload['n_dft']} reference-labelled configurations; "
+        f"DFT share {mixed.dft_atom_fraction:.1%} of atoms, {mixed.dft_config_fraction:.1%} of configurations; "
+        f"labels vs reference: energy RMSE {energy_rmse * 1000:.3g} meV/atom, force RMSE {force_rmse:.3g} eV/Å",
+        highlight=False,
+    )
+
+
+@app.command("measure-rmse")
+@_guard
+def measure_rmse(
+    reference: Annotated[list[Path], typer.Argument(help="Labelled reference structures (extxyz or pacemaker pickle).")],
+    member: Annotated[list[str], typer.Option("--member", help="Member to measure (repeat).")],
+    out: Annotated[Path, typer.Option("--out", help="RMSE file (.json) usable as --weights FILE.")],
+    reference_energy: Annotated[str, typer.Option("--reference-energy", help="Reference energies are total or per-atom.")] = "total",
+    device: Annotated[str | None, typer.Option("--device")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Measure each member's force RMSE on a labelled reference set, for inverse-RMSE weights."""
+    from uq_flows.ensemble.members import load_calculator, parse_member
+    from uq_flows.ensemble.predict import predict_member
+    from uq_flows.ensemble.rmse import measure_force_rmse, write_rmse_file
+    from uq_flows.io import read_labels, read_many
+
+    _energy_convention(reference_energy, "--reference-energy")
+    _check_out(out, (".json",))
+    specs = [parse_member(text) for text in member]
+    structures = read_many(reference)
+    labels = read_labels(structures, reference_energy)
+    rmse, used, versions = {}, {}, {}
+    with _progress() as progress:
+        for spec in specs:
+            task = progress.add_task(spec.name, total=len(structures))
+            predicted = predict_member(spec, structures, calculator=load_calculator(spec, device),
+                                       progress=lambda k, t=task: progress.update(t, completed=k))
+            rmse[spec.name], used[spec.name] = measure_force_rmse(predicted, labels.forces)
+            versions[spec.name] = spec.version
+    meta = {"reference": [str(p) for p in reference], "n_structures": len(structures), "n_used": used, "versions": versions}
+    write_rmse_file(out, rmse, meta)
+    payload = {"out": str(out), "rmse": rmse, **meta}
+    if as_json:
+        emit(payload)
+        return
+    table = Table(title=f"force RMSE on {len(structures)} reference structures")
+    for column in ("member", "RMSE (eV/Å)", "structures used"):
+        table.add_column(column)
+    for name, value in rmse.items():
+        table.add_row(name, _fmt(value), str(used[name]))
+    err.print(table)
+    err.print(f"wrote {out}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

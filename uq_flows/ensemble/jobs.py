@@ -1,0 +1,173 @@
+"""jobflow Makers for the scoring stage (DESIGN.md, "Queues and resume").
+
+One job per (member, chunk of structures), FireWorks category ``gpu`` by default, so each
+member can run on a worker whose environment has that model and model loading is amortised
+over a chunk. A light job (category ``cpu``) combines the members' predictions into U.
+Forces, energies and stresses go to the JobStore's ``data`` store; the index document keeps
+ids, U, statuses and reasons only.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+from jobflow import Flow, Job, Maker, OnMissing, job
+from pydantic import BaseModel, Field
+
+from uq_flows.ensemble.members import load_calculator, parse_member
+from uq_flows.ensemble.predict import MemberPredictions, predict_member
+from uq_flows.ensemble.scoring import combine_predictions, concatenate_predictions, resolve_weights
+from uq_flows.records import StructureRecord
+from uq_flows.settings import get_settings
+
+DATA_KEYS = ["energies", "forces", "stresses"]
+
+
+class StructureUncertainty(BaseModel):
+    """U of one structure and whether every member could predict it."""
+
+    id: str
+    U: float | None = Field(None, description="eV/Å; None when not every member predicted it.")
+    status: str
+    reason: str | None = None
+    n_atoms: int
+    max_deviation: dict[str, float | None] = Field(description="d_jk per member (paper 001, eq. 1).")
+
+
+class UncertaintyDocument(BaseModel):
+    """Output of the scoring stage: U per structure in input order, and how it was made."""
+
+    members: list[str]
+    versions: dict[str, str]
+    weights: list[float]
+    weights_source: str
+    variant: int
+    n_ok: int
+    n_failed: int
+    structures: list[StructureUncertainty]
+
+
+def _set_category(new_job: Job, category: str | None) -> Job:
+    if category:
+        new_job.update_config({"manager_config": {"_category": category}})
+    return new_job
+
+
+@job(data=DATA_KEYS)
+def predict_chunk(member: str, structures: list[StructureRecord], device: str | None = None) -> MemberPredictions:
+    """One member's energies, forces and stresses on one chunk of structures."""
+    spec = parse_member(member)
+    atoms = [record.to_atoms() for record in structures]
+    return predict_member(spec, atoms, calculator=load_calculator(spec, device))
+
+
+@dataclass
+class MemberPredictionMaker(Maker):
+    """Run one ensemble member on a chunk of structures."""
+
+    name: str = "member predictions"
+    device: str | None = None
+    category: str | None = field(default_factory=lambda: get_settings().score_category)
+
+    def make(self, member: str, structures: list[StructureRecord]) -> Job:
+        new_job = predict_chunk(member, structures, self.device)
+        new_job.name = f"{self.name} {member}"
+        return _set_category(new_job, self.category)
+
+
+@job
+def combine_uncertainty(
+    structure_ids: list[str],
+    n_atoms: list[int],
+    chunk_sizes: list[int],
+    predictions: dict[str, list[MemberPredictions | None]],
+    versions: dict[str, str],
+    weights: str | dict[str, float] = "auto",
+    variant: int = 1,
+) -> UncertaintyDocument:
+    """U per structure (paper 001, eq. 1) from every member's chunks.
+
+    A chunk whose job failed arrives as ``None`` (``OnMissing.NONE``): its structures get
+    status ``error`` with that reason instead of stopping the stage.
+    """
+    members = list(predictions)
+    offsets = np.concatenate([[0], np.cumsum(chunk_sizes)])
+    joined = []
+    for member in members:
+        chunks = []
+        for c, chunk in enumerate(predictions[member]):
+            if chunk is None:
+                sizes = n_atoms[offsets[c] : offsets[c + 1]]
+                reason = f"prediction job for chunk {c} did not complete"
+                chunk = MemberPredictions.failed(member, sizes, "error", reason)
+            chunks.append(chunk)
+        joined.append(concatenate_predictions(chunks))
+    scores = combine_predictions(joined, resolve_weights(members, weights), variant)
+    rows = [
+        StructureUncertainty(id=structure_id, **{k: row[k] for k in ("U", "status", "reason", "n_atoms", "max_deviation")})
+        for structure_id, row in zip(structure_ids, scores.rows())
+    ]
+    n_failed = sum(row.status != "ok" for row in rows)
+    return UncertaintyDocument(
+        members=members,
+        versions=versions,
+        weights=scores.weights.tolist(),
+        weights_source=scores.weights_source,
+        variant=variant,
+        n_ok=len(rows) - n_failed,
+        n_failed=n_failed,
+        structures=rows,
+    )
+
+
+@dataclass
+class CombineUncertaintyMaker(Maker):
+    """Combine member predictions into U; light, category ``cpu``."""
+
+    name: str = "ensemble uncertainty"
+    weights: str | dict[str, float] = "auto"
+    variant: int = field(default_factory=lambda: get_settings().uncertainty_variant)
+    category: str | None = field(default_factory=lambda: get_settings().combine_category)
+
+    def make(self, structure_ids, n_atoms, chunk_sizes, predictions, versions) -> Job:
+        new_job = combine_uncertainty(
+            structure_ids, n_atoms, chunk_sizes, predictions, versions, self.weights, self.variant
+        )
+        new_job.name = self.name
+        new_job.config.on_missing_references = OnMissing.NONE
+        return _set_category(new_job, self.category)
+
+
+@dataclass
+class EnsembleScoreMaker(Maker):
+    """Score structures with a heterogeneous uMLIP ensemble: (members × chunks) jobs + combine."""
+
+    name: str = "score ensemble"
+    members: list[str] = field(default_factory=lambda: ["chgnet-0.3.0", "sevennet-0-11jul2024"])
+    chunk_size: int = field(default_factory=lambda: get_settings().score_chunk_size)
+    prediction_maker: MemberPredictionMaker = field(default_factory=MemberPredictionMaker)
+    combine_maker: CombineUncertaintyMaker = field(default_factory=CombineUncertaintyMaker)
+
+    def make(self, structures: list[StructureRecord]) -> Flow:
+        if not structures:
+            raise ValueError("no structures to score")
+        specs = [parse_member(m) for m in self.members]  # fail early on unknown members
+        n_chunks = math.ceil(len(structures) / self.chunk_size)
+        chunks = [structures[c * self.chunk_size : (c + 1) * self.chunk_size] for c in range(n_chunks)]
+        jobs, predictions = [], {}
+        for text, spec in zip(self.members, specs):
+            name = spec.name
+            predictions[name] = []
+            for c, chunk in enumerate(chunks):
+                predict = self.prediction_maker.make(text, chunk)
+                predict.name = f"{predict.name} {c + 1}/{n_chunks}"
+                jobs.append(predict)
+                predictions[name].append(predict.output)
+        combine = self.combine_maker.make(
+            [s.id for s in structures], [s.n_atoms for s in structures], [len(c) for c in chunks],
+            predictions,
+            {spec.name: spec.version for spec in specs},
+        )
+        return Flow([*jobs, combine], output=combine.output, name=self.name)

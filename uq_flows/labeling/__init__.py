@@ -1,0 +1,1 @@
+"""Labelling stage: which structures get DFT and which get teacher (uMLIP) labels."""
