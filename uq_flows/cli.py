@@ -193,10 +193,12 @@ def score(
 
 
 def _functional_warnings(specs) -> list[str]:
-    functionals = {s.functional for s in specs if s.functional}
-    if len(functionals) > 1:
-        by = ", ".join(f"{s.name} ({s.functional})" for s in specs if s.functional)
-        return [f"members trained on different functionals ({by}): U includes their systematic difference"]
+    groups: dict[str, list[str]] = {}
+    for spec in specs:
+        groups.setdefault(spec.functional or "unknown functional", []).append(spec.name)
+    if len([f for f in groups if f != "unknown functional"]) > 1:
+        by = "; ".join(f"{functional}: {', '.join(names)}" for functional, names in groups.items())
+        return [f"members trained on different functionals ({by}); U includes their systematic difference"]
     return []
 
 

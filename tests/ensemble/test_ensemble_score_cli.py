@@ -1,0 +1,109 @@
+"""uq-flows score with real offline members on cells of ≤ 16 atoms."""
+
+import json
+
+import numpy as np
+import pytest
+from ase.build import bulk
+from ase.io import write
+
+from tests.cli_helpers import run, run_json
+from uq_flows.io import read_structures
+from uq_flows.records import structure_id
+
+MEMBERS = ("chgnet-0.3.0", "sevennet-0-11jul2024", "chgnet-0.2.0")
+MEMBER_ARGS = [arg for m in MEMBERS for arg in ("--member", m)]
+
+
+def rattled_si(amplitudes):
+    out = []
+    for k, amplitude in enumerate(amplitudes):
+        atoms = bulk("Si", "diamond", a=5.43, cubic=True)
+        atoms.rattle(amplitude, seed=11 + k)
+        out.append(atoms)
+    return out
+
+
+@pytest.mark.slow
+def test_u_grows_with_distortion_and_outputs_compose(tmp_path):
+    structures = rattled_si([0.01, 0.1, 0.3])
+    write(tmp_path / "in.extxyz", structures)
+    write(tmp_path / "POSCAR", bulk("Cu", "fcc", a=3.61, cubic=True).copy(), format="vasp")
+    result = run_json("score", tmp_path / "in.extxyz", tmp_path / "POSCAR", *MEMBER_ARGS,
+                      "--out", tmp_path / "scored.extxyz", "--predictions", tmp_path / "preds")
+    rows = result["structures"]
+    assert [r["id"] for r in rows[:3]] == [structure_id(a) for a in structures]
+    assert [r["formula"] for r in rows] == ["Si8", "Si8", "Si8", "Cu4"]
+    assert all(r["status"] == "ok" for r in rows)
+    u = [r["U"] for r in rows[:3]]
+    assert u[0] < u[1] < u[2] and u[0] < 0.1
+    assert result["weights_source"] == "equal" and result["warnings"] == []
+    assert [m["name"] for m in result["members"]] == list(MEMBERS)
+
+    scored = read_structures(tmp_path / "scored.extxyz")
+    assert np.allclose([a.info["U"] for a in scored], [r["U"] for r in rows])
+
+    # the per-member prediction files feed evaluate: same members, equal weights, same U
+    evaluation = run_json(
+        "evaluate", "--reference", tmp_path / "preds" / "chgnet-0.3.0.extxyz",
+        *[arg for m in MEMBERS for arg in ("--prediction", f"{m}={tmp_path / 'preds' / (m + '.extxyz')}")],
+        "--weights", "equal", "--uc", "inf",
+    )
+    assert evaluation["u"]["max"] == pytest.approx(max(r["U"] for r in rows), rel=1e-6)
+
+
+@pytest.mark.slow
+def test_unscorable_structures_fail_loudly_and_write_nothing(tmp_path):
+    structures = rattled_si([0.1, 0.1])
+    structures[1].numbers[0] = 118  # Og: no member covers it
+    write(tmp_path / "in.extxyz", structures)
+    out = tmp_path / "scored.extxyz"
+    result = run("score", tmp_path / "in.extxyz", *MEMBER_ARGS, "--out", out, "--json", expect=1)
+    payload = json.loads(result.stdout)
+    assert [r["status"] for r in payload["structures"]] == ["ok", "unsupported_element"]
+    assert payload["structures"][1]["U"] is None and "Og" in payload["structures"][1]["reason"]
+    assert "could not be scored" in result.stderr and not out.exists()
+
+    kept = run_json("score", tmp_path / "in.extxyz", *MEMBER_ARGS, "--out", out, "--allow-failed")
+    assert kept["n_failed"] == 1 and out.exists()
+    assert [a.info["status"] for a in read_structures(out)] == ["ok", "unsupported_element"]
+
+
+@pytest.mark.slow
+def test_nan_member_gives_status_not_number(tmp_path):
+    write(tmp_path / "in.extxyz", rattled_si([0.1]))
+    result = run("score", tmp_path / "in.extxyz", "--member", "chgnet-0.3.0",
+                 "--member", "nan=ase:uqf_ensemble_calculators:NaNForces", "--json", expect=1)
+    row = json.loads(result.stdout)["structures"][0]
+    assert row["status"] == "non_finite" and row["U"] is None and row["reason"].startswith("nan:")
+
+
+def test_functional_mix_is_warned(tmp_path):
+    from uq_flows.cli import _functional_warnings
+    from uq_flows.ensemble.members import parse_member
+
+    specs = [parse_member(n) for n in ("chgnet-0.3.0", "chgnet-r2scan", "ase:ase.calculators.emt:EMT")]
+    (warning,) = _functional_warnings(specs)
+    assert "r2SCAN: chgnet-r2scan" in warning and "PBE: chgnet-0.3.0" in warning
+    assert _functional_warnings(specs[:1] + specs[2:]) == []
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--member", "chgnet-0.3.0", "--member", "no-such-model"], "no-such-model"),
+        (["--member", "chgnet-0.3.0"], "at least two"),
+        (["--member", "chgnet-0.3.0", "--member", "chgnet-0.2.0", "--weights", "paper"], "no force RMSE"),
+        (["--member", "chgnet-0.3.0", "--member", "chgnet-0.2.0", "--out", "x.csv"], "must end in"),
+    ],
+)
+def test_bad_arguments_exit_2(tmp_path, args, message):
+    write(tmp_path / "in.extxyz", rattled_si([0.1]))
+    result = run("score", tmp_path / "in.extxyz", *args, expect=2)
+    assert message in result.stderr
+
+
+def test_empty_input_file_exit_2(tmp_path):
+    (tmp_path / "empty.extxyz").write_text("")
+    result = run("score", tmp_path / "empty.extxyz", "--member", "chgnet-0.3.0", "--member", "chgnet-0.2.0", expect=2)
+    assert "empty" in result.stderr
