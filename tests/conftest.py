@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 from ase.build import bulk
 from ase.calculators.emt import EMT
+from jobflow import JobStore
+from maggma.stores import MontyStore
 
 from uq_flows.io import with_labels, write_extxyz
 from uq_flows.settings import get_settings
@@ -60,3 +62,19 @@ def labelled_set(tmp_path):
         paths[name] = tmp_path / f"{name}.extxyz"
         write_extxyz(paths[name], perturbed(reference, scale, seed))
     return reference, paths
+
+
+@pytest.fixture
+def job_store(tmp_path):
+    """A jobflow JobStore on MontyDB files (the embedded default) with a data store."""
+
+    def monty(name):
+        return MontyStore(name, database_path=str(tmp_path / "db"), database_name="uq", storage="sqlite")
+
+    return JobStore(monty("outputs"), additional_stores={"data": monty("data")})
+
+
+def flow_output(store, flow):
+    """A flow's final output from the JobStore (follows jobs that replaced themselves)."""
+    with store:
+        return store.get_output(flow.output.uuid, which="last", load=True)

@@ -38,6 +38,12 @@ class UqFlowsSettings(BaseSettings):
         4, ge=0, le=10, description="Decimals (Å) kept when hashing cells and positions."
     )
     uncertainty_variant: int = Field(1, ge=0, le=2, description="U variant (METHODS §1).")
+    cp2k_command: str = Field("cp2k.psmp", description="CP2K executable (name on PATH or path).")
+    cp2k_data_dir: Path = Field(Path("/usr/share/cp2k"), description="CP2K basis and potential files.")
+    cp2k_threads: int = Field(
+        default_factory=lambda: min(2, os.cpu_count() or 1), ge=1, description="OMP_NUM_THREADS for CP2K."
+    )
+    cp2k_timeout: float = Field(3600.0, gt=0, description="Seconds before a CP2K run is stopped.")
     score_category: str = Field("gpu", description="FireWorks category of scoring jobs.")
     combine_category: str = Field("cpu", description="FireWorks category of light jobs.")
 

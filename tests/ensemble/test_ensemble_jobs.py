@@ -3,21 +3,12 @@
 import numpy as np
 import pytest
 from ase.build import bulk
-from jobflow import JobStore, run_locally
-from maggma.stores import MontyStore
+from jobflow import run_locally
 
 from uq_flows.ensemble.jobs import EnsembleScoreMaker, UncertaintyDocument
 from uq_flows.ensemble.members import parse_member
 from uq_flows.ensemble.scoring import score_structures
 from uq_flows.records import records_from_atoms
-
-
-@pytest.fixture
-def job_store(tmp_path):
-    def monty(name):
-        return MontyStore(name, database_path=str(tmp_path / "db"), database_name="uq", storage="sqlite")
-
-    return JobStore(monty("outputs"), additional_stores={"data": monty("data")})
 
 
 def structures():

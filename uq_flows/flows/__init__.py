@@ -1,0 +1,1 @@
+"""Flows composing the stages: distillation (score → threshold → label → assemble), the loop."""

@@ -1,0 +1,99 @@
+"""Route scored structures to DFT or teacher labels by U (paper 001, UAMD; METHODS §2).
+
+U < U_c: teacher (uMLIP) label; U ≥ U_c, or U unknown because not every member could
+predict the structure: DFT. An optional per-iteration DFT budget keeps the most uncertain
+structures and defers the rest. Every decision carries its reason. U_c can also be chosen
+as the largest threshold whose teacher labels reach a target force RMSE on an audit set, a
+small random sample that is labelled by DFT anyway.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel
+
+from uq_flows.errors import InputError
+from uq_flows.uncertainty import force_error_terms, threshold_for_target_force_rmse
+
+RouteName = Literal["dft", "teacher", "deferred"]
+DEFAULT_UC = 1.0  # eV/Å, paper 001 (force RMSE ≤ 0.1 eV/Å among trusted configurations)
+
+
+class Route(BaseModel):
+    """Where one structure goes and why."""
+
+    id: str
+    U: float | None
+    route: RouteName
+    reason: str
+
+
+def route_by_uncertainty(
+    ids: Sequence[str],
+    u: Sequence[float | None],
+    uc: float = DEFAULT_UC,
+    dft_budget: int | None = None,
+    forced_dft: Sequence[str] = (),
+) -> list[Route]:
+    """Teacher below U_c, DFT at or above it; over-budget DFT candidates are deferred.
+
+    ``forced_dft`` ids (e.g. an audit sample) go to DFT whatever their U and count against
+    the budget first.
+    """
+    if len(ids) != len(u):
+        raise InputError(f"{len(ids)} ids but {len(u)} U values")
+    if not (uc >= 0):
+        raise InputError(f"U_c must be a non-negative number, got {uc}")
+    if dft_budget is not None and dft_budget < 0:
+        raise InputError(f"the DFT budget must be ≥ 0, got {dft_budget}")
+    forced = set(forced_dft)
+    routes = []
+    for structure_id, value in zip(ids, u):
+        known = value is not None and math.isfinite(value)
+        if structure_id in forced:
+            route, reason = "dft", "audit sample: DFT whatever U"
+        elif not known:
+            route, reason = "dft", "U unknown (not every member predicted it)"
+        elif value >= uc:
+            route, reason = "dft", f"U = {value:.4g} ≥ U_c = {uc:g} eV/Å"
+        else:
+            route, reason = "teacher", f"U = {value:.4g} < U_c = {uc:g} eV/Å"
+        routes.append(Route(id=structure_id, U=value if known else None, route=route, reason=reason))
+    if dft_budget is not None:
+        # priority: forced first, then unknown U, then highest U
+        candidates = [k for k, r in enumerate(routes) if r.route == "dft"]
+        priority = sorted(
+            candidates,
+            key=lambda k: (routes[k].id not in forced, routes[k].U is not None, -(routes[k].U or 0.0)),
+        )
+        for rank, k in enumerate(priority[dft_budget:], start=dft_budget + 1):
+            routes[k] = routes[k].model_copy(update={
+                "route": "deferred",
+                "reason": f"{routes[k].reason}; deferred: rank {rank} by U exceeds the DFT budget of {dft_budget}",
+            })
+    return routes
+
+
+def audit_sample(ids: Sequence[str], size: int, seed: int = 0) -> list[str]:
+    """A reproducible random sample of ids for the DFT audit (input order kept)."""
+    if size < 1:
+        raise InputError(f"the audit sample needs at least one structure, got {size}")
+    size = min(size, len(ids))
+    chosen = np.sort(np.random.default_rng(seed).choice(len(ids), size=size, replace=False))
+    return [ids[k] for k in chosen]
+
+
+def uc_for_target_rmse(
+    u: Sequence[float], teacher_forces: np.ndarray, dft_forces: np.ndarray, n_atoms: Sequence[int], target: float
+) -> float:
+    """Largest U_c whose teacher forces have RMSE ≤ ``target`` against DFT on the audit set."""
+    sq_sum, n_components = force_error_terms(dft_forces, teacher_forces, np.asarray(n_atoms))
+    return threshold_for_target_force_rmse(np.asarray(u, dtype=float), sq_sum, n_components, target)
+
+
+def count_routes(routes: Sequence[Route]) -> dict[str, int]:
+    return {name: sum(r.route == name for r in routes) for name in ("dft", "teacher", "deferred")}

@@ -1,0 +1,56 @@
+"""Teacher labels from uMLIP members or any ASE calculator (paper 001, UAMD).
+
+Energy and forces may come from different members, as in the paper (eqV2-31M-OAM energies,
+eqV2-31M-omat forces). A structure the teacher cannot predict gets a failed label with the
+member's reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ase import Atoms
+
+from uq_flows.ensemble.members import MemberSpec, load_calculator
+from uq_flows.ensemble.predict import MemberPredictions, predict_member
+from uq_flows.labeling.labels import TEACHER, Label
+
+
+def teacher_source(energy_from: MemberSpec, forces_from: MemberSpec) -> str:
+    if energy_from.name == forces_from.name:
+        return energy_from.name
+    return f"energy:{energy_from.name},forces:{forces_from.name}"
+
+
+def teacher_labels(
+    structures: Sequence[Atoms],
+    ids: Sequence[str],
+    energy_from: MemberSpec,
+    forces_from: MemberSpec | None = None,
+    device: str | None = None,
+) -> list[Label]:
+    """One label per structure: energy (and stress) from ``energy_from``, forces from ``forces_from``."""
+    forces_from = forces_from or energy_from
+    energy = predict_member(energy_from, structures, calculator=load_calculator(energy_from, device))
+    forces = energy if forces_from.name == energy_from.name else predict_member(
+        forces_from, structures, calculator=load_calculator(forces_from, device)
+    )
+    source = teacher_source(energy_from, forces_from)
+    provenance = {
+        "energy_from": energy_from.name, "energy_version": energy_from.version,
+        "forces_from": forces_from.name, "forces_version": forces_from.version,
+        "functional": energy_from.functional,
+    }
+    return [_label(j, structure_id, energy, forces, source, provenance) for j, structure_id in enumerate(ids)]
+
+
+def _label(j: int, structure_id: str, energy: MemberPredictions, forces: MemberPredictions, source, provenance) -> Label:
+    for predictions in (energy, forces):
+        if predictions.status[j] != "ok":
+            reason = f"{predictions.member}: {predictions.status[j]}: {predictions.reasons[j]}"
+            return Label.failed(structure_id, TEACHER, source, reason, provenance=provenance)
+    stress = energy.stresses[j]
+    return Label.from_results(
+        structure_id, TEACHER, source, energy.energies[j], forces.structure_forces(j),
+        None if not all(stress == stress) else stress, provenance=provenance,
+    )
