@@ -4,9 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 MEMBERS := chgnet-0.2.0 chgnet-0.3.0 chgnet-r2scan sevennet-0-11jul2024 sevennet-0-22may2024 sevennet-l3i5
 
-.PHONY: setup demo test test-fast benchmarks clean
+.PHONY: setup cp2k demo test test-fast benchmarks clean
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed cp2k
 
 # torch==2.13.0 first: the CPU build (a bare or looser torch requirement pulls a multi-GB CUDA build).
 $(VENV)/.installed: pyproject.toml
@@ -15,6 +15,16 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
+
+# CP2K (the free DFT labeller) from Debian where we are root; otherwise say how, and go on.
+cp2k:
+	@command -v cp2k.psmp >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && apt-get install -y -qq cp2k cp2k-data >/dev/null; \
+	  else \
+	    echo "NOTE: CP2K is not installed and needs root: apt-get install cp2k cp2k-data." \
+	         "CP2K labels and their tests are unavailable until then."; \
+	  fi; }
 
 demo: setup
 	$(BIN)/uq-flows score examples/structures $(addprefix --member ,$(MEMBERS)) --out scored.extxyz
