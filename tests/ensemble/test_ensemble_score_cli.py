@@ -79,13 +79,13 @@ def test_nan_member_gives_status_not_number(tmp_path):
 
 
 def test_functional_mix_is_warned(tmp_path):
-    from uq_flows.cli import _functional_warnings
     from uq_flows.ensemble.members import parse_member
+    from uq_flows.ensemble.scoring import functional_warnings
 
     specs = [parse_member(n) for n in ("chgnet-0.3.0", "chgnet-r2scan", "ase:ase.calculators.emt:EMT")]
-    (warning,) = _functional_warnings(specs)
+    (warning,) = functional_warnings(specs)
     assert "r2SCAN: chgnet-r2scan" in warning and "PBE: chgnet-0.3.0" in warning
-    assert _functional_warnings(specs[:1] + specs[2:]) == []
+    assert functional_warnings(specs[:1] + specs[2:]) == []
 
 
 @pytest.mark.parametrize(

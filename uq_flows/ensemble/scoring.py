@@ -183,3 +183,14 @@ def score_structures(
         step = (lambda k, name=spec.name: progress(name, k)) if progress else None
         predictions.append(predict_member(spec, structures, calculator=calculator, progress=step))
     return combine_predictions(predictions, resolved, variant), predictions
+
+
+def functional_warnings(specs: Sequence[MemberSpec]) -> list[str]:
+    """A warning when members were trained on different functionals (METHODS §1: never mix silently)."""
+    groups: dict[str, list[str]] = {}
+    for spec in specs:
+        groups.setdefault(spec.functional or "unknown functional", []).append(spec.name)
+    if len([f for f in groups if f != "unknown functional"]) > 1:
+        by = "; ".join(f"{functional}: {', '.join(names)}" for functional, names in groups.items())
+        return [f"members trained on different functionals ({by}); U includes their systematic difference"]
+    return []

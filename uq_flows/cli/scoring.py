@@ -1,122 +1,40 @@
-"""The ``uq-flows`` command line.
-
-Every command takes ``--json`` and then prints exactly one JSON object to stdout; tables,
-progress bars and messages go to stderr. Exit codes: 0 success, 1 some structures could not
-be processed (their statuses are reported), 2 bad input or configuration (nothing written).
-"""
+"""Commands of the scoring stage: score, evaluate, mix, measure-rmse (paper 001)."""
 
 from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from uq_flows.errors import InputError, UqFlowsError
-
-app = typer.Typer(
-    name="uq-flows",
-    help="Uncertainty-driven labelling and distillation of machine-learning interatomic potentials.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
+from uq_flows.cli.common import (
+    EXIT_PARTIAL,
+    JsonOption,
+    PredictionOption,
+    ReferenceOption,
+    RmseOption,
+    TopNOption,
+    VariantOption,
+    WeightsOption,
+    app,
+    check_out,
+    emit,
+    energy_convention,
+    err,
+    fail,
+    fmt,
+    guard,
+    pairs,
+    progress_bar,
+    rmse_pairs,
 )
-err = Console(stderr=True)
-
-EXIT_PARTIAL = 1
-EXIT_BAD_INPUT = 2
-
-JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object to stdout.")]
-VariantOption = Annotated[int, typer.Option("--variant", min=0, max=2, help="U variant: 0 equal weights, 1 the paper's U, 2 weighted mean.")]
-WeightsOption = Annotated[
-    str,
-    typer.Option("--weights", help="auto (paper table if every member is in it, else equal), paper, equal, or an RMSE file."),
-]
-
-
-def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
-    raise typer.Exit(code)
-
-
-def emit(payload: dict[str, Any]) -> None:
-    from uq_flows.records import jsonable
-
-    sys.stdout.write(json.dumps(jsonable(payload), indent=1) + "\n")
-
-
-def _fmt(value: float | None, digits: int = 4) -> str:
-    return "—" if value is None or not math.isfinite(value) else f"{value:.{digits}g}"
-
-
-def _pairs(values: list[str], option: str) -> dict[str, str]:
-    """NAME=VALUE pairs of a repeatable option, names unique."""
-    pairs: dict[str, str] = {}
-    for text in values:
-        name, sep, value = text.partition("=")
-        if not sep or not name or not value:
-            fail(f"{option} takes NAME=VALUE, got {text!r}")
-        if name in pairs:
-            fail(f"{option} {name} given twice")
-        pairs[name] = value
-    return pairs
-
-
-def _rmse_pairs(values: list[str]) -> dict[str, float]:
-    rmse = {}
-    for name, value in _pairs(values, "--rmse").items():
-        try:
-            rmse[name] = float(value)
-        except ValueError:
-            fail(f"--rmse {name}={value}: not a number")
-        if not (math.isfinite(rmse[name]) and rmse[name] > 0):
-            fail(f"--rmse {name}={value}: an RMSE must be a positive number")
-    return rmse
-
-
-def _check_out(out: Path | None, suffixes: tuple[str, ...]) -> None:
-    if out is None:
-        return
-    if not out.name.lower().endswith(suffixes):
-        fail(f"--out {out}: must end in one of {', '.join(suffixes)}")
-    if not out.parent.exists():
-        fail(f"--out {out}: folder {out.parent} does not exist")
-
-
-def _progress() -> Progress:
-    return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=err, transient=True,
-    )
-
-
-@app.callback()
-def main() -> None:
-    """Run ``uq-flows COMMAND --help`` for a command's options."""
-
-
-def _guard(function):
-    """Turn the package's errors into a clear message and exit code 2."""
-    import functools
-
-    @functools.wraps(function)
-    def wrapper(*args, **kwargs):
-        try:
-            return function(*args, **kwargs)
-        except UqFlowsError as error:
-            fail(str(error))
-
-    return wrapper
 
 
 @app.command()
-@_guard
+@guard
 def score(
     files: Annotated[list[Path], typer.Argument(help="Structure files or folders (extxyz, pacemaker pickle, POSCAR/CIF).")],
     member: Annotated[list[str], typer.Option("--member", help="Ensemble member (repeat): a built-in name, mace:PATH, ase:module:Class, or NAME=SPEC.")],
@@ -130,12 +48,12 @@ def score(
 ) -> None:
     """Score structures with a heterogeneous uMLIP ensemble and compute U (paper 001, eq. 1)."""
     from uq_flows.ensemble.members import parse_member
-    from uq_flows.ensemble.scoring import score_structures
+    from uq_flows.ensemble.scoring import functional_warnings, score_structures
     from uq_flows.io import read_many, with_labels, write_extxyz
     from uq_flows.records import structure_id
     from uq_flows.settings import get_settings
 
-    _check_out(out, (".json", ".xyz", ".extxyz"))
+    check_out(out, (".json", ".xyz", ".extxyz"))
     if predictions is not None and predictions.exists() and not predictions.is_dir():
         fail(f"--predictions {predictions}: not a folder")
     specs = [parse_member(text) for text in member]
@@ -145,11 +63,11 @@ def score(
     decimals = get_settings().structure_id_decimals
     for atoms in structures:
         atoms.info["uq_id"] = structure_id(atoms, decimals)
-    warnings = _functional_warnings(specs)
+    warnings = functional_warnings(specs)
     for warning in warnings:
         err.print(f"[yellow]warning:[/] {warning}", highlight=False)
 
-    with _progress() as progress:
+    with progress_bar() as progress:
         tasks = {spec.name: progress.add_task(spec.name, total=len(structures)) for spec in specs}
         scores, member_predictions = score_structures(
             structures, specs, weights, variant, device,
@@ -192,16 +110,6 @@ def score(
         fail(payload["error"] + "; statuses above (use --allow-failed to keep the others)", EXIT_PARTIAL)
 
 
-def _functional_warnings(specs) -> list[str]:
-    groups: dict[str, list[str]] = {}
-    for spec in specs:
-        groups.setdefault(spec.functional or "unknown functional", []).append(spec.name)
-    if len([f for f in groups if f != "unknown functional"]) > 1:
-        by = "; ".join(f"{functional}: {', '.join(names)}" for functional, names in groups.items())
-        return [f"members trained on different functionals ({by}); U includes their systematic difference"]
-    return []
-
-
 def _write_scored(out: Path, structures, rows, payload) -> None:
     from uq_flows.io import atomic_path, write_extxyz
 
@@ -227,31 +135,20 @@ def _score_table(rows, payload) -> None:
         table.add_column(column, justify="right" if column in ("#", "atoms", "U (eV/Å)") else "left")
     for index, row in enumerate(rows):
         status = row["status"] if row["status"] == "ok" else f"[red]{row['status']}: {row['reason']}[/]"
-        table.add_row(str(index), row["id"], row["formula"], str(row["n_atoms"]), _fmt(row["U"]), status)
+        table.add_row(str(index), row["id"], row["formula"], str(row["n_atoms"]), fmt(row["U"]), status)
     err.print(table)
 
 
 def _load_ensemble(reference, prediction, reference_energy, prediction_energy):
     from uq_flows.ensemble.precomputed import PrecomputedEnsemble
 
-    return PrecomputedEnsemble.load(reference, _pairs(prediction, "--prediction"), reference_energy, prediction_energy)
+    return PrecomputedEnsemble.load(reference, pairs(prediction, "--prediction"), reference_energy, prediction_energy)
 
 
-ReferenceOption = Annotated[Path, typer.Option("--reference", help="Reference (DFT) labels: extxyz or pacemaker pickle.")]
-PredictionOption = Annotated[list[str], typer.Option("--prediction", help="NAME=FILE of one member's labels on the same configurations (repeat).")]
-RmseOption = Annotated[list[str] | None, typer.Option("--rmse", help="NAME=VALUE force RMSE (eV/Å) of a member (repeat).")]
-TopNOption = Annotated[int | None, typer.Option("--top-n", min=1, help="Keep the N members with the lowest RMSE.")]
-EnergyOption = Annotated[str, typer.Option(help="total or per-atom.")]
-
-
-def _energy_convention(value: str, option: str) -> str:
-    if value not in ("total", "per-atom"):
-        fail(f"{option} must be total or per-atom, got {value!r}")
-    return value
 
 
 @app.command()
-@_guard
+@guard
 def evaluate(
     reference: ReferenceOption,
     prediction: PredictionOption,
@@ -278,10 +175,10 @@ def evaluate(
         threshold_for_target_force_rmse,
     )
 
-    _energy_convention(reference_energy, "--reference-energy")
-    _energy_convention(prediction_energy, "--prediction-energy")
+    energy_convention(reference_energy, "--reference-energy")
+    energy_convention(prediction_energy, "--prediction-energy")
     ensemble = _load_ensemble(reference, prediction, reference_energy, prediction_energy)
-    chosen = ensemble.weights(_rmse_pairs(rmse or []), weights, top_n)
+    chosen = ensemble.weights(rmse_pairs(rmse or []), weights, top_n)
     u = ensemble.uncertainty(chosen, variant)
     error = ensemble.mean_force_error(chosen.members)
     mean = ensemble.mean_labels(chosen.members)
@@ -322,7 +219,7 @@ def evaluate(
     err.print(
         f"{payload['n_configs']} configurations, {payload['n_atoms']} atoms; members "
         + ", ".join(f"{m['name']} (w={m['weight']:.3f})" for m in payload["members"])
-        + f"\nSpearman ρ(U, error) = {_fmt(rho, 3)}; ensemble-mean force RMSE {_fmt(payload['force_rmse'])} eV/Å",
+        + f"\nSpearman ρ(U, error) = {fmt(rho, 3)}; ensemble-mean force RMSE {fmt(payload['force_rmse'])} eV/Å",
         highlight=False,
     )
     if summaries:
@@ -330,14 +227,14 @@ def evaluate(
         for column in ("U_c (eV/Å)", "configs < U_c", "DFT atoms", "DFT configs", "force RMSE < U_c (eV/Å)"):
             table.add_column(column, justify="right")
         for s in summaries:
-            table.add_row(_fmt(s.uc), str(s.n_below), f"{s.dft_atom_fraction:.1%}", f"{s.dft_config_fraction:.1%}", _fmt(s.force_rmse_below))
+            table.add_row(fmt(s.uc), str(s.n_below), f"{s.dft_atom_fraction:.1%}", f"{s.dft_config_fraction:.1%}", fmt(s.force_rmse_below))
         err.print(table)
     if "uc_for_target_rmse" in payload:
-        err.print(f"U_c for force RMSE ≤ {target_rmse} eV/Å: {_fmt(payload['uc_for_target_rmse']['uc'])}")
+        err.print(f"U_c for force RMSE ≤ {target_rmse} eV/Å: {fmt(payload['uc_for_target_rmse']['uc'])}")
 
 
 @app.command()
-@_guard
+@guard
 def mix(
     reference: ReferenceOption,
     prediction: PredictionOption,
@@ -359,15 +256,15 @@ def mix(
     from uq_flows.records import structure_id
     from uq_flows.settings import get_settings
 
-    _energy_convention(reference_energy, "--reference-energy")
-    _energy_convention(prediction_energy, "--prediction-energy")
-    _check_out(out, PACEMAKER_SUFFIXES + EXTXYZ_SUFFIXES)
-    names = _pairs(prediction, "--prediction")
+    energy_convention(reference_energy, "--reference-energy")
+    energy_convention(prediction_energy, "--prediction-energy")
+    check_out(out, PACEMAKER_SUFFIXES + EXTXYZ_SUFFIXES)
+    names = pairs(prediction, "--prediction")
     for option, name in (("--energy-from", energy_from), ("--forces-from", forces_from)):
         if name not in names:
             fail(f"{option} {name}: no --prediction of that name (have {', '.join(names)})")
     ensemble = _load_ensemble(reference, prediction, reference_energy, prediction_energy)
-    chosen = ensemble.weights(_rmse_pairs(rmse or []), weights, top_n)
+    chosen = ensemble.weights(rmse_pairs(rmse or []), weights, top_n)
     u = ensemble.uncertainty(chosen, variant)
     mixed = mix_labels(ensemble.reference, ensemble.predictions[energy_from], ensemble.predictions[forces_from], u, uc)
     energy_rmse, force_rmse = label_errors(mixed.labels, ensemble.reference)
@@ -415,7 +312,7 @@ def mix(
 
 
 @app.command("measure-rmse")
-@_guard
+@guard
 def measure_rmse(
     reference: Annotated[list[Path], typer.Argument(help="Labelled reference structures (extxyz or pacemaker pickle).")],
     member: Annotated[list[str], typer.Option("--member", help="Member to measure (repeat).")],
@@ -430,13 +327,13 @@ def measure_rmse(
     from uq_flows.ensemble.rmse import measure_force_rmse, write_rmse_file
     from uq_flows.io import read_labels, read_many
 
-    _energy_convention(reference_energy, "--reference-energy")
-    _check_out(out, (".json",))
+    energy_convention(reference_energy, "--reference-energy")
+    check_out(out, (".json",))
     specs = [parse_member(text) for text in member]
     structures = read_many(reference)
     labels = read_labels(structures, reference_energy)
     rmse, used, versions = {}, {}, {}
-    with _progress() as progress:
+    with progress_bar() as progress:
         for spec in specs:
             task = progress.add_task(spec.name, total=len(structures))
             predicted = predict_member(spec, structures, calculator=load_calculator(spec, device),
@@ -453,92 +350,6 @@ def measure_rmse(
     for column in ("member", "RMSE (eV/Å)", "structures used"):
         table.add_column(column)
     for name, value in rmse.items():
-        table.add_row(name, _fmt(value), str(used[name]))
+        table.add_row(name, fmt(value), str(used[name]))
     err.print(table)
     err.print(f"wrote {out}")
-
-
-@app.command()
-@_guard
-def label(
-    files: Annotated[list[Path], typer.Argument(help="Structure files or folders to label.")],
-    labeller: Annotated[str, typer.Option("--labeller", help="cp2k, vasp, or a member / ASE calculator (as for --member).")],
-    forces_from: Annotated[str | None, typer.Option("--forces-from", help="Teacher labels: take forces from this member instead.")] = None,
-    kpoints: Annotated[tuple[int, int, int] | None, typer.Option("--kpoints", help="DFT k-point mesh (default: 2π × 0.03 Å⁻¹ spacing).")] = None,
-    workdir: Annotated[Path | None, typer.Option("--workdir", help="Keep DFT run folders here (default: a temporary folder).")] = None,
-    out: Annotated[Path | None, typer.Option("--out", help="Labelled structures: extxyz or pacemaker pickle.")] = None,
-    allow_failed: Annotated[bool, typer.Option("--allow-failed", help="Exit 0 and write --out even if some labels failed.")] = False,
-    as_json: JsonOption = False,
-) -> None:
-    """Label structures locally with CP2K, VASP or a teacher (energies total in eV, forces in eV/Å)."""
-    import tempfile
-
-    from uq_flows.io import EXTXYZ_SUFFIXES, PACEMAKER_SUFFIXES, read_many, write_structures
-    from uq_flows.records import structure_id
-    from uq_flows.settings import get_settings
-
-    _check_out(out, PACEMAKER_SUFFIXES + EXTXYZ_SUFFIXES)
-    if kpoints is not None and labeller not in ("cp2k", "vasp"):
-        fail("--kpoints applies to the DFT labellers cp2k and vasp")
-    if forces_from is not None and labeller in ("cp2k", "vasp"):
-        fail("--forces-from applies to teacher labellers")
-    structures = read_many(files)
-    decimals = get_settings().structure_id_decimals
-    ids = [structure_id(atoms, decimals) for atoms in structures]
-    with tempfile.TemporaryDirectory(prefix="uq-label-") as scratch:
-        folder = workdir or Path(scratch)
-        folder.mkdir(parents=True, exist_ok=True)
-        labels = _run_labeller(labeller, forces_from, kpoints, structures, ids, folder)
-    rows = [
-        {"id": x.id, "status": x.status, "kind": x.kind, "source": x.source, "energy": x.energy,
-         "forces": x.forces, "stress": x.stress, "reason": x.reason}
-        for x in labels
-    ]
-    failed = [row for row in rows if row["status"] != "ok"]
-    payload: dict[str, Any] = {"labeller": labeller, "n_structures": len(rows), "n_failed": len(failed), "labels": rows}
-    if failed and not allow_failed:
-        payload["error"] = f"{len(failed)} of {len(rows)} structures could not be labelled"
-    elif out is not None:
-        good = [(atoms, x) for atoms, x in zip(structures, labels) if x.status == "ok"]
-        write_structures(out, [x.to_atoms(atoms) for atoms, x in good],
-                         label_source=[x.kind for _, x in good], source=[x.source for _, x in good])
-        payload["out"] = str(out)
-    if as_json:
-        emit(payload)
-    else:
-        table = Table(title=f"labels from {labeller}")
-        for column in ("#", "id", "status", "energy (eV)", "max |F| (eV/Å)", "reason"):
-            table.add_column(column)
-        for index, (row, x) in enumerate(zip(rows, labels)):
-            largest = max(sum(c * c for c in f) ** 0.5 for f in x.forces) if x.forces else None
-            table.add_row(str(index), row["id"], row["status"], _fmt(row["energy"], 10), _fmt(largest), row["reason"] or "")
-        err.print(table)
-    if "error" in payload:
-        fail(payload["error"] + " (use --allow-failed to keep the others)", EXIT_PARTIAL)
-
-
-def _run_labeller(labeller, forces_from, kpoints, structures, ids, folder):
-    if labeller == "cp2k":
-        from uq_flows.labeling.cp2k import Cp2kLabeller, Cp2kSettings, check_executable
-
-        runner = Cp2kLabeller.from_settings(Cp2kSettings(kpoints=kpoints))
-        check_executable(runner.command)
-        labels = []
-        with _progress() as progress:
-            task = progress.add_task("cp2k", total=len(structures))
-            for atoms, structure_id in zip(structures, ids):
-                labels.append(runner.label(atoms, structure_id, folder))
-                progress.advance(task)
-        return labels
-    if labeller == "vasp":
-        from uq_flows.labeling.jobs import run_vasp_locally
-
-        return run_vasp_locally(structures, ids, folder, kpoints)
-    from uq_flows.ensemble.members import parse_member
-    from uq_flows.labeling.teacher import teacher_labels
-
-    return teacher_labels(structures, ids, parse_member(labeller), parse_member(forces_from) if forces_from else None)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    app()

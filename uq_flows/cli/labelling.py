@@ -1,0 +1,93 @@
+"""Commands of the labelling stage: label (CP2K, VASP, teachers)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from uq_flows.cli.common import EXIT_PARTIAL, JsonOption, app, check_out, emit, err, fail, fmt, guard, progress_bar
+
+
+@app.command()
+@guard
+def label(
+    files: Annotated[list[Path], typer.Argument(help="Structure files or folders to label.")],
+    labeller: Annotated[str, typer.Option("--labeller", help="cp2k, vasp, or a member / ASE calculator (as for --member).")],
+    forces_from: Annotated[str | None, typer.Option("--forces-from", help="Teacher labels: take forces from this member instead.")] = None,
+    kpoints: Annotated[tuple[int, int, int] | None, typer.Option("--kpoints", help="DFT k-point mesh (default: 2π × 0.03 Å⁻¹ spacing).")] = None,
+    workdir: Annotated[Path | None, typer.Option("--workdir", help="Keep DFT run folders here (default: a temporary folder).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Labelled structures: extxyz or pacemaker pickle.")] = None,
+    allow_failed: Annotated[bool, typer.Option("--allow-failed", help="Exit 0 and write --out even if some labels failed.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Label structures locally with CP2K, VASP or a teacher (energies total in eV, forces in eV/Å)."""
+    import tempfile
+
+    from uq_flows.io import EXTXYZ_SUFFIXES, PACEMAKER_SUFFIXES, read_many, write_structures
+    from uq_flows.records import structure_id
+    from uq_flows.settings import get_settings
+
+    check_out(out, PACEMAKER_SUFFIXES + EXTXYZ_SUFFIXES)
+    if kpoints is not None and labeller not in ("cp2k", "vasp"):
+        fail("--kpoints applies to the DFT labellers cp2k and vasp")
+    if forces_from is not None and labeller in ("cp2k", "vasp"):
+        fail("--forces-from applies to teacher labellers")
+    structures = read_many(files)
+    decimals = get_settings().structure_id_decimals
+    ids = [structure_id(atoms, decimals) for atoms in structures]
+    with tempfile.TemporaryDirectory(prefix="uq-label-") as scratch:
+        folder = workdir or Path(scratch)
+        folder.mkdir(parents=True, exist_ok=True)
+        labels = _run_labeller(labeller, forces_from, kpoints, structures, ids, folder)
+    rows = [
+        {"id": x.id, "status": x.status, "kind": x.kind, "source": x.source, "energy": x.energy,
+         "forces": x.forces, "stress": x.stress, "reason": x.reason}
+        for x in labels
+    ]
+    failed = [row for row in rows if row["status"] != "ok"]
+    payload: dict[str, Any] = {"labeller": labeller, "n_structures": len(rows), "n_failed": len(failed), "labels": rows}
+    if failed and not allow_failed:
+        payload["error"] = f"{len(failed)} of {len(rows)} structures could not be labelled"
+    elif out is not None:
+        good = [(atoms, x) for atoms, x in zip(structures, labels) if x.status == "ok"]
+        write_structures(out, [x.to_atoms(atoms) for atoms, x in good],
+                         label_source=[x.kind for _, x in good], source=[x.source for _, x in good])
+        payload["out"] = str(out)
+    if as_json:
+        emit(payload)
+    else:
+        table = Table(title=f"labels from {labeller}")
+        for column in ("#", "id", "status", "energy (eV)", "max |F| (eV/Å)", "reason"):
+            table.add_column(column)
+        for index, (row, x) in enumerate(zip(rows, labels)):
+            largest = max(sum(c * c for c in f) ** 0.5 for f in x.forces) if x.forces else None
+            table.add_row(str(index), row["id"], row["status"], fmt(row["energy"], 10), fmt(largest), row["reason"] or "")
+        err.print(table)
+    if "error" in payload:
+        fail(payload["error"] + " (use --allow-failed to keep the others)", EXIT_PARTIAL)
+
+
+def _run_labeller(labeller, forces_from, kpoints, structures, ids, folder):
+    if labeller == "cp2k":
+        from uq_flows.labeling.cp2k import Cp2kLabeller, Cp2kSettings, check_executable
+
+        runner = Cp2kLabeller.from_settings(Cp2kSettings(kpoints=kpoints))
+        check_executable(runner.command)
+        labels = []
+        with progress_bar() as progress:
+            task = progress.add_task("cp2k", total=len(structures))
+            for atoms, structure_id in zip(structures, ids):
+                labels.append(runner.label(atoms, structure_id, folder))
+                progress.advance(task)
+        return labels
+    if labeller == "vasp":
+        from uq_flows.labeling.jobs import run_vasp_locally
+
+        return run_vasp_locally(structures, ids, folder, kpoints)
+    from uq_flows.ensemble.members import parse_member
+    from uq_flows.labeling.teacher import teacher_labels
+
+    return teacher_labels(structures, ids, parse_member(labeller), parse_member(forces_from) if forces_from else None)
