@@ -4,9 +4,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 MEMBERS := chgnet-0.2.0 chgnet-0.3.0 chgnet-r2scan sevennet-0-11jul2024 sevennet-0-22may2024 sevennet-l3i5
 
-.PHONY: setup cp2k demo test test-fast benchmarks clean
+FIT_VENV := .venv-fit
 
-setup: $(VENV)/.installed cp2k
+.PHONY: setup cp2k fit-env demo test test-fast benchmarks clean
+
+setup: $(VENV)/.installed $(FIT_VENV)/.installed cp2k
+fit-env: $(FIT_VENV)/.installed
 
 # torch==2.13.0 first: the CPU build (a bare or looser torch requirement pulls a multi-GB CUDA build).
 $(VENV)/.installed: pyproject.toml
@@ -14,6 +17,16 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+# Nonlinear pacemaker fits: tensorpotential needs numpy < 2.4 and pandas < 3, so it gets its own
+# environment; --no-deps keeps tensorpotential from pulling CUDA builds of TensorFlow.
+$(FIT_VENV)/.installed:
+	$(PYTHON) -m venv $(FIT_VENV)
+	$(FIT_VENV)/bin/pip install --quiet --upgrade pip
+	$(FIT_VENV)/bin/pip install --quiet "numpy<2.4" "pandas<3" "tensorflow==2.20.*" "tf_keras==2.20.*" \
+	    python-ace==0.4.0rc1 matscipy sympy pyyaml tqdm requests "questionary>=2.0" "rich>=13" scikit-learn scipy ase
+	$(FIT_VENV)/bin/pip install --quiet --no-deps tensorpotential==0.6.2.1
 	touch $@
 
 # CP2K (the free DFT labeller) from Debian where we are root; otherwise say how, and go on.
@@ -39,4 +52,4 @@ benchmarks: setup
 	$(BIN)/python benchmarks/uncertainty.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache scored.extxyz
+	rm -rf $(VENV) $(FIT_VENV) .pytest_cache scored.extxyz

@@ -107,9 +107,10 @@ def _read_pacemaker(path: Path) -> list[Atoms]:
             results["energy"] = float(row.energy)
         if "forces" in frame and row.forces is not None:
             results["forces"] = np.asarray(row.forces, dtype=float).reshape(len(atoms), 3)
-        for column in ("label_source", "U", "uq_id"):
-            if column in frame:
-                atoms.info[column] = getattr(row, column)
+        for column in frame.columns:
+            value = getattr(row, column)
+            if column not in PACEMAKER_COLUMNS and isinstance(value, (str, int, float, bool, np.generic)):
+                atoms.info[column] = value.item() if isinstance(value, np.generic) else value
         if results:
             atoms.calc = SinglePointCalculator(atoms, **results)
         structures.append(atoms)
@@ -208,7 +209,11 @@ def write_pacemaker(path: str | Path, structures: Sequence[Atoms], **columns: Se
 
 
 def write_structures(path: str | Path, structures: Sequence[Atoms], **columns: Sequence[object]) -> None:
-    """Write to extxyz or a pacemaker pickle, chosen by the file name."""
+    """Write to extxyz or a pacemaker pickle, chosen by the file name.
+
+    ``columns`` become DataFrame columns, or ``info`` entries in extxyz (where empty strings
+    and None are left out, and values must be scalars).
+    """
     path = Path(path)
     if _has_suffix(path, PACEMAKER_SUFFIXES):
         write_pacemaker(path, structures, **columns)
@@ -217,7 +222,10 @@ def write_structures(path: str | Path, structures: Sequence[Atoms], **columns: S
         for index, atoms in enumerate(structures):
             copy = atoms.copy()
             copy.calc = atoms.calc
-            copy.info.update({name: values[index] for name, values in columns.items()})
+            # ASE's extxyz cannot round-trip empty strings or None: such entries are left out
+            copy.info.update({
+                name: values[index] for name, values in columns.items() if values[index] not in ("", None)
+            })
             tagged.append(copy)
         write_extxyz(path, tagged)
     else:

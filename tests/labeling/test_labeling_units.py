@@ -151,3 +151,25 @@ def test_cp2k_output_parsing_and_units():
     unconverged = parse_output(CP2K_OUTPUT.replace("SCF run converged in     8 steps", "SCF run NOT converged"), 2)
     assert unconverged.scf_converged is False
     assert parse_output(CP2K_OUTPUT, 3).forces is None  # atom count mismatch: no forces rather than wrong ones
+
+
+def test_dataset_export_keeps_labels_and_provenance(tmp_path):
+    from uq_flows.io import read_labels, read_structures
+    from uq_flows.labeling.assembly import write_dataset
+
+    structures = {k: Atoms("Si2", positions=[[0, 0, 0], [1.3, 1.3, 1.3]], cell=[5, 5, 5], pbc=True) for k in "ab"}
+    routes = route_by_uncertainty(["a", "b"], [2.0, 0.1])
+    dft = [label("a", "dft", -9.0, forces=((0, 0, 0.5), (0, 0, -0.5)))]
+    teacher = [label("a", "teacher", -8.0, forces=((0, 0, 1), (0, 0, -1))), label("b", "teacher", -8.5, forces=((0, 0, 0), (0, 0, 0)))]
+    dataset = assemble_dataset(structures, routes, dft, teacher, iteration=2, loop="L")
+    for name in ("d.pkl.gz", "d.extxyz"):
+        assert write_dataset(tmp_path / name, dataset, structures) == 2
+        back = read_structures(tmp_path / name)
+        assert [a.info["label_source"] for a in back] == ["dft", "teacher"]
+        assert list(read_labels(back).energies) == pytest.approx([-9.0, -9.5])  # teacher aligned by −1 eV per 2 Si
+        assert [a.info["iteration"] for a in back] == [2, 2] and back[1].info["U"] == pytest.approx(0.1)
+    assert back[0].info["uq_id"] == "a"
+    import pandas as pd
+
+    frame = pd.read_pickle(tmp_path / "d.pkl.gz", compression="gzip")
+    assert frame.provenance[1]["energy_shift"] == pytest.approx(-1.0)

@@ -150,3 +150,32 @@ def _summary(labels: Sequence[Label], structures, n_deferred: int, alignment) ->
         success_fraction=success,
         alignment=alignment,
     )
+
+
+def write_dataset(path, dataset: DistilledDataset, structures: Mapping[str, Atoms]) -> int:
+    """Write the ok labels as a pacemaker pickle or extxyz; returns how many were written.
+
+    Per structure: ``uq_id``, ``label_source`` (dft or teacher), ``source`` (code or model),
+    ``version``, ``U`` (NaN if unknown), ``iteration`` (−1 if none) and ``loop``; pacemaker
+    pickles also carry the full ``provenance`` (input settings, shifts, routing reason).
+    """
+    from pathlib import Path
+
+    from uq_flows.io import PACEMAKER_SUFFIXES, write_structures
+
+    labels = dataset.ok_labels()
+    if not labels:
+        raise InputError("the dataset has no successful labels to write")
+    columns = {
+        "uq_id": [x.id for x in labels],
+        "label_source": [x.kind for x in labels],
+        "source": [x.source for x in labels],
+        "version": [str(x.provenance.get("version") or x.provenance.get("energy_version") or "") for x in labels],
+        "U": [float("nan") if x.U is None else x.U for x in labels],
+        "iteration": [-1 if x.iteration is None else x.iteration for x in labels],
+        "loop": [x.loop or "" for x in labels],
+    }
+    if Path(path).name.lower().endswith(PACEMAKER_SUFFIXES):
+        columns["provenance"] = [x.provenance for x in labels]
+    write_structures(path, [x.to_atoms(structures[x.id]) for x in labels], **columns)
+    return len(labels)
