@@ -10,7 +10,6 @@ output is parsed for energy, forces, stress, SCF convergence and errors. Every f
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 import re
 import shutil
@@ -20,13 +19,13 @@ from pathlib import Path
 
 import numpy as np
 from ase import Atoms
-from ase.units import GPa, Bohr, Hartree
+from ase.units import Bohr, GPa, Hartree
 from pydantic import BaseModel, ConfigDict
 
 from uq_flows.errors import UqFlowsError
+from uq_flows.labeling.kpoints import PAPER_KPOINT_SPACING, kpoint_mesh
 from uq_flows.labeling.labels import DFT, Label
 
-PAPER_KPOINT_SPACING = 2 * math.pi * 0.03  # Å⁻¹, papers 000 and 001
 INPUT_NAME, OUTPUT_NAME = "uq.inp", "uq.out"
 
 
@@ -57,12 +56,6 @@ class Cp2kSettings(BaseModel):
         if self.kpoint_spacing is None:
             return (1, 1, 1)
         return kpoint_mesh(atoms.cell.array, self.kpoint_spacing)
-
-
-def kpoint_mesh(cell: np.ndarray, spacing: float) -> tuple[int, int, int]:
-    """N_i = max(1, ceil(|b_i| / spacing)), b_i reciprocal vectors including 2π."""
-    reciprocal = 2 * math.pi * np.linalg.inv(np.asarray(cell, dtype=float)).T
-    return tuple(max(1, math.ceil(np.linalg.norm(b) / spacing - 1e-9)) for b in reciprocal)
 
 
 def write_input(atoms: Atoms, settings: Cp2kSettings) -> str:

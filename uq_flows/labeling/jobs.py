@@ -1,4 +1,4 @@
-"""jobflow Makers for the labelling stage: threshold, DFT and teacher labels, assembly.
+"""jobflow Makers for the labelling stage: threshold, DFT (CP2K, VASP) and teacher labels, assembly.
 
 The number of DFT jobs is known only after thresholding, so the label stage is a job that
 replaces itself with one DFT job per routed structure (category ``cpu``), one teacher job
@@ -9,12 +9,20 @@ success fraction stays above the configured minimum.
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+# _DATA_OBJECTS: atomate2's list of large output objects that go to the JobStore's data store
+from atomate2.vasp.jobs.base import _DATA_OBJECTS
+from atomate2.vasp.jobs.core import StaticMaker
+from atomate2.vasp.sets.base import VaspInputGenerator
+from atomate2.vasp.sets.core import StaticSetGenerator
 from jobflow import Flow, Job, Maker, OnMissing, Response, job
 from pydantic import BaseModel
+from pymatgen.io.vasp import Kpoints
 
 from uq_flows.ensemble.jobs import UncertaintyDocument, _set_category
 from uq_flows.ensemble.members import parse_member
@@ -29,9 +37,25 @@ from uq_flows.labeling.routing import (
     route_by_uncertainty,
     uc_for_target_rmse,
 )
-from uq_flows.labeling.screening import DEFAULT_MAX_FORCE, DEFAULT_MIN_DISTANCE, structure_problem
+from uq_flows.labeling.screening import (
+    DEFAULT_MAX_FORCE,
+    DEFAULT_MIN_DISTANCE,
+    structure_problem,
+)
 from uq_flows.labeling.teacher import teacher_labels
+from uq_flows.labeling.vasp import (
+    PAPER_INCAR,
+    PAPER_KPOINT_SPACING,
+    SOURCE,
+    VaspRunFailure,
+    kpoints_for_spacing,
+    label_from_task_doc,
+    record_to_structure,
+)
 from uq_flows.records import StructureRecord
+from uq_flows.settings import get_settings
+
+logger = logging.getLogger(__name__)
 
 LABEL_DATA = ["forces"]
 
@@ -89,6 +113,152 @@ class TeacherLabelMaker(Maker):
         new_job = teacher_label_job(structures, self.energy_from, self.forces_from, self.device)
         new_job.name = self.name
         return _set_category(new_job, self.category)
+
+
+@dataclass
+class PaperStaticSetGenerator(StaticSetGenerator):
+    """atomate2's static input set with the papers' settings (METHODS §9, papers 000 and 001).
+
+    ``PAPER_INCAR`` is merged under ``user_incar_settings`` (so user keys win and ``None``
+    removes a tag), and the KPOINTS is the Γ-centred mesh of resolution ``kpoint_spacing``
+    computed for each structure. ``user_kpoints_settings`` or an INCAR ``KSPACING`` replace
+    that mesh, as in any pymatgen input set.
+    """
+
+    kpoint_spacing: float = PAPER_KPOINT_SPACING
+    gamma_centered: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.user_incar_settings = {**PAPER_INCAR, **self.user_incar_settings}
+
+    @property
+    def kpoints_updates(self) -> Kpoints:
+        return kpoints_for_spacing(self.structure, self.kpoint_spacing, self.gamma_centered)
+
+
+@dataclass
+class VaspStaticMaker(StaticMaker):
+    """atomate2 VASP static with the paper defaults, whose failures are returned, not raised.
+
+    ``incar_overrides`` and ``kpoints_overrides`` (a dict such as ``{"reciprocal_density":
+    100}`` or a ``Kpoints``) are applied to the input set generator when the job is made.
+    Custodian runs with atomate2's default handlers and validators (``run_vasp_kwargs`` empty:
+    ``atomate2.vasp.run.DEFAULT_HANDLERS``, ``VasprunXMLValidator``, ``VaspFilesValidator``).
+    With ``return_failures`` (the default) a run that raises yields a ``VaspRunFailure``
+    document instead of a failed job; set it to False to get atomate2's behaviour back.
+    """
+
+    name: str = "vasp static"
+    input_set_generator: VaspInputGenerator = field(default_factory=PaperStaticSetGenerator)
+    incar_overrides: dict = field(default_factory=dict)
+    kpoints_overrides: dict | Kpoints | None = None
+    # unconverged runs complete (TaskDoc.state == "failed") and do not stop children
+    stop_children_kwargs: dict = field(default_factory=lambda: {"handle_unsuccessful": False})
+    return_failures: bool = True
+    category: str | None = "cpu"
+
+    def make(self, structure, prev_dir: str | Path | None = None) -> Job:
+        """The static job for ``structure`` (a pymatgen Structure), category set."""
+        generator = self.input_set_generator
+        if self.incar_overrides or self.kpoints_overrides:
+            updates = {"user_incar_settings": {**generator.user_incar_settings, **self.incar_overrides}}
+            if self.kpoints_overrides:
+                updates["user_kpoints_settings"] = self.kpoints_overrides
+            generator = dataclasses.replace(generator, **updates)
+        # the job is bound to this copy, so the stored job shows the settings it runs with
+        maker = dataclasses.replace(self, input_set_generator=generator, incar_overrides={}, kpoints_overrides=None)
+        new_job = maker.run_static(structure, prev_dir)
+        new_job.name = self.name
+        return _set_category(new_job, self.category)
+
+    @job(data=_DATA_OBJECTS)
+    def run_static(self, structure, prev_dir: str | Path | None = None):
+        """atomate2's static job body (its undecorated ``make``); a raised error becomes data.
+
+        No ``output_schema``: the output is a TaskDoc or a ``VaspRunFailure``.
+        """
+        try:
+            return StaticMaker.make.original(self, structure, prev_dir)
+        except Exception as error:
+            if not self.return_failures:
+                raise
+            failure = VaspRunFailure.from_exception(error, Path.cwd(), task_label=self.name)
+            logger.warning("VASP job %s failed: %s", self.name, failure.reason)
+            return Response(output=failure)
+
+
+@job
+def vasp_label(task_doc, structure: StructureRecord, vasp_job: str | None = None, fields: dict | None = None) -> Label:
+    """The ``Label`` of ``structure`` from its static job's output (``None`` if that job died)."""
+    fields = dict(fields or {})
+    if task_doc is None:
+        return Label.failed(
+            structure.id, DFT, SOURCE,
+            f"VASP job {vasp_job + ' ' if vasp_job else ''}did not complete: its output is missing "
+            "(the job raised, fizzled or was lost; see its error in the workflow manager)",
+            **fields,
+        )
+    try:
+        return label_from_task_doc(task_doc, structure.id, structure=structure.to_atoms(), **fields)
+    except Exception as error:  # an unforeseen output must not kill the loop either
+        logger.exception("could not convert the output of VASP job %s", vasp_job)
+        reason = f"VASP output of job {vasp_job} could not be converted to a label: {type(error).__name__}: {error}"
+        return Label.failed(structure.id, DFT, SOURCE, reason[:1000], **fields)
+
+
+@dataclass
+class VaspLabelMaker(Maker):
+    """A VASP label per structure: atomate2's static job (category ``cpu``), then a light
+    job turning its TaskDoc, failure document or missing output into a ``Label``."""
+
+    name: str = "vasp label"
+    static_maker: VaspStaticMaker = field(default_factory=VaspStaticMaker)
+    category: str | None = field(default_factory=lambda: get_settings().combine_category)
+
+    def make(self, structure: StructureRecord, U: float | None = None) -> Flow:
+        static = self.static_maker.make(record_to_structure(structure))
+        static.name = f"{self.static_maker.name} {structure.formula} {structure.id}"
+        label = vasp_label(static.output, structure, f"{static.name!r} ({static.uuid})", {"U": U})
+        label.name = f"{self.name} {structure.id}"
+        label.config.on_missing_references = OnMissing.NONE
+        _set_category(label, self.category)
+        return Flow([static, label], output=label.output, name=f"{self.name} {structure.id}")
+
+
+def dft_label_flow(maker: Maker, structures: list[StructureRecord], name: str = "dft labels") -> Flow:
+    """DFT labels (CP2K or VASP Maker) for a list of structures; output: labels in input order."""
+    if not structures:
+        raise ValueError("no structures to label")
+    parts = [maker.make(structure) for structure in structures]
+    return Flow(parts, output=[part.output for part in parts], name=name)
+
+
+def run_vasp_locally(structures, ids, folder: Path, kpoints=None) -> list[Label]:
+    """VASP labels of ``structures`` run in-process (``uq-flows label --labeller vasp``)."""
+    import shlex
+    import shutil
+
+    from atomate2 import SETTINGS
+    from jobflow import JobStore, run_locally
+    from maggma.stores import MemoryStore
+
+    from uq_flows.errors import UqFlowsError
+
+    executable = shlex.split(SETTINGS.VASP_CMD)[0]
+    if shutil.which(executable) is None:
+        raise UqFlowsError(
+            f"VASP executable {executable!r} not found: set ATOMATE2_VASP_CMD (atomate2's VASP_CMD) "
+            "to your VASP command, e.g. 'srun vasp_std'"
+        )
+    overrides = {"kpoints_overrides": Kpoints.gamma_automatic(kpoints)} if kpoints else {}
+    maker = VaspLabelMaker(static_maker=VaspStaticMaker(**overrides))
+    records = [StructureRecord.from_atoms(atoms).model_copy(update={"id": i}) for atoms, i in zip(structures, ids)]
+    flow = dft_label_flow(maker, records)
+    store = JobStore(MemoryStore(), additional_stores={"data": MemoryStore()})
+    run_locally(flow, store=store, root_dir=folder, log=False)
+    with store:
+        return [Label.model_validate(store.get_output(ref.uuid, load=True)) for ref in flow.output]
 
 
 @job

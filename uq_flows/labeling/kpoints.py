@@ -1,0 +1,21 @@
+"""k-point meshes of the papers' density (METHODS §9: 2π × 0.03 Å⁻¹), for every DFT code."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+PAPER_KPOINT_SPACING = 2 * math.pi * 0.03  # Å⁻¹ including 2π, papers 000 and 001
+
+
+def kpoint_mesh(cell, spacing: float = PAPER_KPOINT_SPACING) -> tuple[int, int, int]:
+    """Subdivisions N_i = max(1, ceil(|b_i| / spacing)), b_i reciprocal vectors including 2π.
+
+    This is how VASPKIT turns a k-point resolution into a mesh (papers 000 and 001); a ratio
+    within 1e-9 of an integer is not rounded up.
+    """
+    if spacing <= 0:
+        raise ValueError(f"k-point spacing must be positive, got {spacing}")
+    reciprocal = 2 * math.pi * np.linalg.inv(np.asarray(cell, dtype=float)).T
+    return tuple(max(1, math.ceil(np.linalg.norm(b) / spacing - 1e-9)) for b in reciprocal)
