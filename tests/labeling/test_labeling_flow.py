@@ -93,3 +93,29 @@ def test_assembly_stops_below_the_success_minimum(job_store, tmp_path, monkeypat
     ).make(records)
     with pytest.raises(LabellingFailed, match=r"only 50% of dft labels succeeded \(minimum 80%\).*<LA>"):
         run_locally(flow, store=job_store, raise_immediately=True)
+
+
+@pytest.mark.slow
+def test_audit_threshold_labels_the_sample_once(job_store, tmp_path, monkeypatch):
+    ensure_cp2k()
+    monkeypatch.chdir(tmp_path)
+    structures = [si2(rattle=r, seed=k) for k, r in enumerate([0.01, 0.05, 0.1, 0.2])]
+    records = records_from_atoms(structures)
+    teacher = TeacherLabelMaker(energy_from="chgnet-0.3.0")
+    flow = DistillationFlowMaker(
+        score_maker=EnsembleScoreMaker(members=MEMBERS),
+        threshold_maker=ThresholdMaker(target_force_rmse=0.3, audit_size=2, seed=1,
+                                       audit_dft_maker=Cp2kLabelMaker(settings=FAST), audit_teacher_maker=teacher),
+        label_maker=LabelStageMaker(dft_maker=Cp2kLabelMaker(settings=FAST), teacher_maker=teacher),
+    ).make(records)
+    run_locally(flow, store=job_store, ensure_success=True)
+    dataset = flow_output(job_store, flow)
+    with job_store as store:
+        cp2k_runs = [d["uuid"] for d in store.query({"name": {"$regex": "^cp2k label"}})]
+        routing = next(d["output"] for d in store.query({"name": "route_job"}) if d["output"])
+    audited = [label for label in dataset.labels if "audit sample" in label.provenance["route"]]
+    assert len(audited) == 2 and all(label.kind == "dft" and label.ok for label in audited)
+    assert routing["uc_source"].startswith("audit: 2 structures, target force RMSE 0.3")
+    n_dft_routes = sum(r["route"] == "dft" for r in routing["routes"])
+    assert len(cp2k_runs) == n_dft_routes  # the audit sample is not labelled a second time
+    assert len(set(label.id for label in dataset.labels)) == 4
