@@ -1,0 +1,1 @@
+"""Calibrated adversarial geometry optimisation (CAGO, paper 004) and its calibration."""

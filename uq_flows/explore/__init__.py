@@ -1,0 +1,1 @@
+"""Exploration: starting-set generators and MD sampling that seed CAGO and the loop."""

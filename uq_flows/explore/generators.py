@@ -1,0 +1,138 @@
+"""Starting structures for an element set: strained and rattled supercells, vacancies,
+surfaces, dimers and short-range pairs (the kinds of configurations paper 001's W set and
+paper 000's Cu sets contain). Every generator is deterministic under its seed and tags each
+structure with ``info["generator"]`` saying how it was made.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from ase import Atoms
+from ase.build import bulk, surface
+from ase.data import atomic_numbers, covalent_radii, reference_states
+
+from uq_flows.errors import InputError
+
+
+def _tag(atoms: Atoms, text: str) -> Atoms:
+    atoms.info["generator"] = text
+    return atoms
+
+
+def ground_state(element: str, cubic: bool = True) -> Atoms:
+    """ASE's reference crystal of ``element`` (fcc, bcc, hcp, diamond, ...)."""
+    if element not in atomic_numbers:
+        raise InputError(f"unknown element {element!r}")
+    state = reference_states[atomic_numbers[element]]
+    if state is None or state.get("symmetry") not in ("fcc", "bcc", "hcp", "diamond", "sc"):
+        raise InputError(f"{element} has no simple reference crystal in ASE; give structures instead")
+    use_cubic = cubic and state["symmetry"] != "hcp"
+    return bulk(element, cubic=use_cubic)
+
+
+def supercell(atoms: Atoms, max_atoms: int) -> Atoms:
+    """The largest n×n×n repetition (n ≥ 1) with at most ``max_atoms`` atoms."""
+    n = max(1, int((max_atoms / len(atoms)) ** (1 / 3)))
+    return atoms.repeat((n, n, n))
+
+
+def strained_rattled(
+    element: str, n: int, max_atoms: int = 16, max_strain: float = 0.05, rattle: float = 0.05, seed: int = 0
+) -> list[Atoms]:
+    """``n`` supercells under random symmetric strains (|ε| ≤ max_strain) and rattled (Å)."""
+    rng = np.random.default_rng(seed)
+    base = supercell(ground_state(element), max_atoms)
+    out = []
+    for k in range(n):
+        e = rng.uniform(-max_strain, max_strain, 6)
+        strain = np.array([[e[0], e[5] / 2, e[4] / 2], [e[5] / 2, e[1], e[3] / 2], [e[4] / 2, e[3] / 2, e[2]]])
+        atoms = base.copy()
+        atoms.set_cell(base.cell.array @ (np.eye(3) + strain), scale_atoms=True)
+        atoms.positions += rng.normal(scale=rattle, size=atoms.positions.shape)
+        out.append(_tag(atoms, f"strained-rattled {k}: strain ≤ {max_strain:g}, rattle {rattle:g} Å"))
+    return out
+
+
+def vacancies(element: str, n: int, max_atoms: int = 16, rattle: float = 0.02, seed: int = 0) -> list[Atoms]:
+    """Supercells with one atom removed (a different site each time) and a small rattle."""
+    rng = np.random.default_rng(seed)
+    base = supercell(ground_state(element), max_atoms + 1)
+    out = []
+    for k in range(n):
+        atoms = base.copy()
+        del atoms[int(rng.integers(len(atoms)))]
+        atoms.positions += rng.normal(scale=rattle, size=atoms.positions.shape)
+        out.append(_tag(atoms, f"vacancy {k}"))
+    return out
+
+
+def surfaces(element: str, miller: Sequence[tuple[int, int, int]] = ((1, 0, 0), (1, 1, 0), (1, 1, 1)),
+             layers: int = 4, vacuum: float = 6.0, max_atoms: int = 16) -> list[Atoms]:
+    """Slabs of low-index surfaces (periodic in-plane, vacuum along the normal)."""
+    out = []
+    for hkl in miller:
+        slab = surface(ground_state(element, cubic=False), hkl, layers, vacuum=vacuum)
+        while len(slab) > max_atoms and layers > 2:
+            layers -= 1
+            slab = surface(ground_state(element, cubic=False), hkl, layers, vacuum=vacuum)
+        slab.pbc = True
+        out.append(_tag(slab, f"surface {hkl}, {layers} layers"))
+    return out
+
+
+def dimers(elements: Sequence[str], distances: Sequence[float] | None = None, box: float = 12.0) -> list[Atoms]:
+    """Isolated pairs of every element combination at several separations (in a large box)."""
+    out = []
+    for i, a in enumerate(elements):
+        for b in elements[i:]:
+            bond = covalent_radii[atomic_numbers[a]] + covalent_radii[atomic_numbers[b]]
+            for d in distances if distances is not None else bond * np.linspace(0.6, 2.0, 8):
+                atoms = Atoms(f"{a}{b}", positions=[[0, 0, 0], [0, 0, d]], cell=[box] * 3, pbc=True)
+                atoms.center()
+                out.append(_tag(atoms, f"dimer {a}-{b} at {d:.3f} Å"))
+    return out
+
+
+def short_range_pairs(element: str, n: int, max_atoms: int = 16, fraction: float = 0.65, seed: int = 0) -> list[Atoms]:
+    """Supercells in which one atom is pushed towards a neighbour to ``fraction`` of the bond."""
+    rng = np.random.default_rng(seed)
+    base = supercell(ground_state(element), max_atoms)
+    out = []
+    for k in range(n):
+        atoms = base.copy()
+        i = int(rng.integers(len(atoms)))
+        distances = atoms.get_distances(i, range(len(atoms)), mic=True, vector=True)
+        lengths = np.linalg.norm(distances, axis=1)
+        lengths[i] = np.inf
+        j = int(np.argmin(lengths))
+        atoms.positions[i] += (1 - fraction) * distances[j]
+        out.append(_tag(atoms, f"short pair {k}: {fraction:.2f} × nearest-neighbour distance"))
+    return out
+
+
+GENERATORS = ("strained", "vacancies", "surfaces", "dimers", "pairs")
+
+
+def starting_set(elements: Sequence[str], n: int = 4, max_atoms: int = 16, seed: int = 0,
+                 kinds: Sequence[str] = GENERATORS) -> list[Atoms]:
+    """A mixed starting set for each element (pairs of elements for dimers)."""
+    unknown = sorted(set(kinds) - set(GENERATORS))
+    if unknown:
+        raise InputError(f"unknown generator(s) {unknown}; choose from {', '.join(GENERATORS)}")
+    if not elements:
+        raise InputError("give at least one element")
+    out = []
+    for k, element in enumerate(elements):
+        if "strained" in kinds:
+            out += strained_rattled(element, n, max_atoms, seed=seed + k)
+        if "vacancies" in kinds:
+            out += vacancies(element, max(1, n // 2), max_atoms, seed=seed + k)
+        if "surfaces" in kinds:
+            out += surfaces(element, max_atoms=max_atoms)
+        if "pairs" in kinds:
+            out += short_range_pairs(element, max(1, n // 2), max_atoms, seed=seed + k)
+    if "dimers" in kinds:
+        out += dimers(list(elements))
+    return out
