@@ -67,3 +67,25 @@ def accuracy_coverage(coverage: np.ndarray, energy_rmse: np.ndarray, force_rmse:
         axes.grid(alpha=0.3)
     figure.suptitle("accuracy–coverage: most uncertain configurations dropped first", fontsize=10)
     return _save(figure, Path(path))
+
+
+def calibration_curve(sigma_hat: np.ndarray, errors: np.ndarray, calibrated: np.ndarray, path: str | Path, n_bins: int = 12) -> Path:
+    """Binned RMSE of force errors against RMV of σ (paper 002): calibrated and uncalibrated."""
+    norms = np.linalg.norm(np.asarray(errors).reshape(-1, 3), axis=1)
+    figure, axes = plt.subplots(figsize=(4.6, 4.0))
+    for sigma, label, colour, marker in ((np.asarray(sigma_hat), "committee σ̂", ORANGE, "s"),
+                                         (np.asarray(calibrated), "calibrated σ_cal", BLUE, "o")):
+        order = np.argsort(sigma)
+        bins = [b for b in np.array_split(order, min(n_bins, len(order))) if len(b)]
+        rmv = np.array([np.sqrt(np.mean(sigma[b] ** 2)) for b in bins])
+        rmse = np.array([np.sqrt(np.mean(norms[b] ** 2)) for b in bins])
+        axes.loglog(rmv, rmse, marker=marker, color=colour, label=label, lw=1.2)
+    values = np.concatenate([np.asarray(sigma_hat), np.asarray(calibrated), norms])
+    values = values[values > 0]
+    low, high = values.min() / 2, values.max() * 2
+    axes.plot([low, high], [low, high], "--", color="grey", label="y = x")
+    axes.set_xlabel("root mean variance of σ per bin (eV/Å)")
+    axes.set_ylabel("force error RMSE per bin (eV/Å)")
+    axes.legend(frameon=False)
+    axes.set_title("calibration of the committee force uncertainty", fontsize=10)
+    return _save(figure, Path(path))

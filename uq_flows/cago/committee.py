@@ -1,0 +1,86 @@
+"""Committees for CAGO and calibration: ACE potential files or uMLIP members (paper 004).
+
+A committee entry is a path to an ACE potential (``.yaml``/``.yace``) or a member spec as
+for ``uq-flows score`` (built-in uMLIP, ``mace:PATH``, ``ase:module:Class``). CHGNet members
+are evaluated in true batches through ``CHGNet.predict_structure``; other members structure
+by structure.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from ase import Atoms
+
+from uq_flows.cago.calibration import committee_force_sigma
+from uq_flows.cago.optimizer import CalculatorCommittee
+from uq_flows.errors import InputError
+
+POTENTIAL_SUFFIXES = (".yaml", ".yace")
+
+
+def committee_identity(entries: Sequence[str]) -> list[str]:
+    """Stable names of committee entries: a potential file's SHA-256, or the member spec."""
+    out = []
+    for entry in entries:
+        path = Path(entry)
+        if path.suffix in POTENTIAL_SUFFIXES and path.is_file():
+            out.append(f"{path.name}:sha256:{hashlib.sha256(path.read_bytes()).hexdigest()[:16]}")
+        else:
+            out.append(entry)
+    return out
+
+
+def load_committee(entries: Sequence[str], batched: bool = True, device: str | None = None) -> CalculatorCommittee:
+    """ASE calculators for every entry (and batch functions where a model batches)."""
+    if len(entries) < 2:
+        raise InputError("a committee needs at least two members")
+    calculators, batches = [], []
+    for entry in entries:
+        path = Path(entry)
+        if path.suffix in POTENTIAL_SUFFIXES:
+            if not path.is_file():
+                raise InputError(f"committee potential {entry} does not exist")
+            from uq_flows.ace.potential import AceCalculator
+
+            calculators.append(AceCalculator(path))
+            batches.append(None)
+        else:
+            from uq_flows.ensemble.members import load_calculator, parse_member
+
+            spec = parse_member(entry)
+            calculator = load_calculator(spec, device)
+            calculators.append(calculator)
+            batches.append(_chgnet_batch(calculator) if spec.kind == "chgnet" else None)
+    committee = CalculatorCommittee(calculators)
+    if batched and all(b is not None for b in batches):
+        committee.member_batch = batches
+    return committee
+
+
+def _chgnet_batch(calculator):
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    def forces(structures: Sequence[Atoms]) -> np.ndarray:
+        predictions = calculator.model.predict_structure(
+            [AseAtomsAdaptor.get_structure(a) for a in structures], task="ef", batch_size=len(structures)
+        )
+        predictions = predictions if isinstance(predictions, list) else [predictions]
+        return np.stack([p["f"] for p in predictions])
+
+    return forces
+
+
+def committee_errors(committee: CalculatorCommittee, structures: Sequence[Atoms], reference_forces: Sequence[np.ndarray]):
+    """σ̂_Fi (eq. 9) and committee-mean force errors F̄_i − F^ref_i of every atom, for calibration."""
+    if len(structures) != len(reference_forces) or not structures:
+        raise InputError("calibration needs labelled structures (energy and forces)")
+    sigma, errors = [], []
+    for atoms, reference in zip(structures, reference_forces):
+        forces = committee.forces([atoms])[:, 0]  # (M, N, 3)
+        sigma.append(committee_force_sigma(forces))
+        errors.append(forces.mean(axis=0) - np.asarray(reference))
+    return np.concatenate(sigma), np.concatenate(errors)
