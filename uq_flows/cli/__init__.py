@@ -1,6 +1,7 @@
 """The ``uq-flows`` command line: one module of commands per stage, all on one typer app."""
 
-from uq_flows.cli import labelling, scoring  # noqa: F401  (registers the commands)
+from uq_flows.cli import cago, labelling, scoring  # noqa: F401  (registers the commands)
+from uq_flows.cli import ace  # noqa: F401  (registers fit, gamma)
 from uq_flows.cli.common import app
 
 __all__ = ["app"]

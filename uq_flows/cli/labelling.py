@@ -8,7 +8,18 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from uq_flows.cli.common import EXIT_PARTIAL, JsonOption, app, check_out, emit, err, fail, fmt, guard, progress_bar
+from uq_flows.cli.common import (
+    EXIT_PARTIAL,
+    JsonOption,
+    app,
+    check_out,
+    emit,
+    err,
+    fail,
+    fmt,
+    guard,
+    progress_bar,
+)
 
 
 @app.command()
@@ -26,7 +37,12 @@ def label(
     """Label structures locally with CP2K, VASP or a teacher (energies total in eV, forces in eV/Å)."""
     import tempfile
 
-    from uq_flows.io import EXTXYZ_SUFFIXES, PACEMAKER_SUFFIXES, read_many, write_structures
+    from uq_flows.io import (
+        EXTXYZ_SUFFIXES,
+        PACEMAKER_SUFFIXES,
+        read_many,
+        write_structures,
+    )
     from uq_flows.records import structure_id
     from uq_flows.settings import get_settings
 

@@ -251,7 +251,12 @@ def mix(
     as_json: JsonOption = False,
 ) -> None:
     """Build a distilled dataset: teacher labels where U < U_c, reference labels elsewhere (UAMD)."""
-    from uq_flows.io import PACEMAKER_SUFFIXES, EXTXYZ_SUFFIXES, with_labels, write_structures
+    from uq_flows.io import (
+        EXTXYZ_SUFFIXES,
+        PACEMAKER_SUFFIXES,
+        with_labels,
+        write_structures,
+    )
     from uq_flows.labeling.mixing import label_errors, mix_labels
     from uq_flows.records import structure_id
     from uq_flows.settings import get_settings

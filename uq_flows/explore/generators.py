@@ -33,9 +33,16 @@ def ground_state(element: str, cubic: bool = True) -> Atoms:
 
 
 def supercell(atoms: Atoms, max_atoms: int) -> Atoms:
-    """The largest n×n×n repetition (n ≥ 1) with at most ``max_atoms`` atoms."""
-    n = max(1, int((max_atoms / len(atoms)) ** (1 / 3)))
-    return atoms.repeat((n, n, n))
+    """The repetition with the most atoms ≤ ``max_atoms`` (at least the cell itself),
+    the most nearly cubic among equals (shortest longest edge)."""
+    limit = max(1, max_atoms // len(atoms))
+    lengths = atoms.cell.lengths()
+    best = min(
+        ((a, b, c) for a in range(1, limit + 1) for b in range(1, limit + 1) for c in range(1, limit + 1)
+         if a * b * c <= limit),
+        key=lambda r: (-r[0] * r[1] * r[2], max(r * lengths)),
+    )
+    return atoms.repeat(best)
 
 
 def strained_rattled(
