@@ -76,5 +76,7 @@ def job_store(tmp_path):
 
 def flow_output(store, flow):
     """A flow's final output from the JobStore (follows jobs that replaced themselves)."""
-    with store:
-        return store.get_output(flow.output.uuid, which="last", load=True)
+    from monty.json import MontyDecoder
+
+    with store:  # get_output decodes MSON objects only when it resolved references
+        return MontyDecoder().process_decoded(store.get_output(flow.output.uuid, which="last", load=True))

@@ -34,31 +34,33 @@ def committee_identity(entries: Sequence[str]) -> list[str]:
     return out
 
 
+def load_model(entry: str, device: str | None = None):
+    """An ASE calculator for a committee entry: ACE potential file or uMLIP member spec."""
+    path = Path(entry)
+    if path.suffix in POTENTIAL_SUFFIXES:
+        if not path.is_file():
+            raise InputError(f"potential {entry} does not exist")
+        from uq_flows.ace.potential import AceCalculator
+
+        return AceCalculator(path)
+    from uq_flows.ensemble.members import load_calculator, parse_member
+
+    return load_calculator(parse_member(entry), device)
+
+
 def load_committee(entries: Sequence[str], batched: bool = True, device: str | None = None) -> CalculatorCommittee:
-    """ASE calculators for every entry (and batch functions where a model batches)."""
+    """ASE calculators for every entry (and batch functions where every model batches)."""
     if len(entries) < 2:
         raise InputError("a committee needs at least two members")
-    calculators, batches = [], []
-    for entry in entries:
-        path = Path(entry)
-        if path.suffix in POTENTIAL_SUFFIXES:
-            if not path.is_file():
-                raise InputError(f"committee potential {entry} does not exist")
-            from uq_flows.ace.potential import AceCalculator
-
-            calculators.append(AceCalculator(path))
-            batches.append(None)
-        else:
-            from uq_flows.ensemble.members import load_calculator, parse_member
-
-            spec = parse_member(entry)
-            calculator = load_calculator(spec, device)
-            calculators.append(calculator)
-            batches.append(_chgnet_batch(calculator) if spec.kind == "chgnet" else None)
+    calculators = [load_model(entry, device) for entry in entries]
     committee = CalculatorCommittee(calculators)
-    if batched and all(b is not None for b in batches):
-        committee.member_batch = batches
+    if batched and all(_is_chgnet(c) for c in calculators):
+        committee.member_batch = [_chgnet_batch(c) for c in calculators]
     return committee
+
+
+def _is_chgnet(calculator) -> bool:
+    return type(calculator).__name__ == "CHGNetCalculator"
 
 
 def _chgnet_batch(calculator):

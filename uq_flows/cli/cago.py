@@ -163,7 +163,7 @@ def explore(
     as_json: JsonOption = False,
 ) -> None:
     """MD exploration with stability checks; snapshots seed CAGO (paper 004, "Methods")."""
-    from uq_flows.cago.committee import POTENTIAL_SUFFIXES
+    from uq_flows.cago.committee import load_model
     from uq_flows.explore.md import MDSettings, run_md
     from uq_flows.io import read_many
 
@@ -172,14 +172,7 @@ def explore(
         fail("--ensemble must be nvt or npt")
     settings = MDSettings(ensemble=ensemble, temperatures=temperature or [300.0], pressures=pressure or [0.0],
                           steps=steps, snapshot_every=every, timestep=timestep, seed=seed)
-    if Path(calculator).suffix in POTENTIAL_SUFFIXES:
-        from uq_flows.ace.potential import AceCalculator
-
-        model = AceCalculator(calculator)
-    else:
-        from uq_flows.ensemble.members import load_calculator, parse_member
-
-        model = load_calculator(parse_member(calculator))
+    model = load_model(calculator)
     starts = read_many(structures)
     snapshots, runs = [], []
     with progress_bar() as progress:
