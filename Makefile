@@ -27,6 +27,7 @@ $(FIT_VENV)/.installed:
 	$(FIT_VENV)/bin/pip install --quiet "numpy<2.4" "pandas<3" "tensorflow==2.20.*" "tf_keras==2.20.*" \
 	    python-ace==0.4.0rc1 matscipy sympy pyyaml tqdm requests "questionary>=2.0" "rich>=13" scikit-learn scipy ase
 	$(FIT_VENV)/bin/pip install --quiet --no-deps tensorpotential==0.6.2.1
+	$(FIT_VENV)/bin/pacemaker -v
 	touch $@
 
 # CP2K (the free DFT labeller) from Debian where we are root; otherwise say how, and go on.

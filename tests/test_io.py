@@ -84,3 +84,18 @@ def test_failed_write_leaves_no_file(tmp_path):
     with pytest.raises(InputError):
         write_structures(tmp_path / "out.pkl.gz", unlabelled)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_pacemaker_pickles_open_in_the_fit_environment(tmp_path):
+    """pacemaker runs with pandas < 3: our pandas-3 pickles must not use its StringDtype."""
+    import subprocess
+    from pathlib import Path
+
+    python = Path(__file__).resolve().parents[1] / ".venv-fit" / "bin" / "python"
+    if not python.exists():
+        pytest.skip("the fit environment .venv-fit is not built (make fit-env)")
+    write_structures(tmp_path / "d.pkl.gz", labelled(2), label_source=["dft", "teacher"], provenance=[{"a": 1}, {}])
+    script = "import pandas as pd, sys; f = pd.read_pickle(sys.argv[1], compression='gzip'); print(list(f.label_source))"
+    out = subprocess.run([str(python), "-c", script, str(tmp_path / "d.pkl.gz")], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "['dft', 'teacher']"

@@ -203,6 +203,12 @@ def write_pacemaker(path: str | Path, structures: Sequence[Atoms], **columns: Se
             **{name: list(values) for name, values in columns.items()},
         }
     )
+    # pandas 3 writes string columns (and the column index) with a StringDtype that
+    # pacemaker's pandas < 3 cannot unpickle: keep them as plain object columns
+    for name in frame.columns:
+        if pd.api.types.is_string_dtype(frame[name].dtype) and frame[name].dtype != object:
+            frame[name] = frame[name].astype(object)
+    frame.columns = pd.Index(list(frame.columns), dtype=object)
     with atomic_path(path) as temporary:
         with gzip.open(temporary, "wb") as handle:
             frame.to_pickle(handle)

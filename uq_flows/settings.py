@@ -12,10 +12,16 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_HOME = Path("~/.uq-flows")
+
+
+def _fit_environment_pacemaker() -> str:
+    """``.venv-fit/bin/pacemaker`` beside the package's repository if built, else ``pacemaker``."""
+    candidate = Path(__file__).resolve().parents[1] / ".venv-fit" / "bin" / "pacemaker"
+    return str(candidate) if candidate.exists() else "pacemaker"
 
 
 class UqFlowsSettings(BaseSettings):
@@ -46,6 +52,38 @@ class UqFlowsSettings(BaseSettings):
     cp2k_timeout: float = Field(3600.0, gt=0, description="Seconds before a CP2K run is stopped.")
     score_category: str = Field("gpu", description="FireWorks category of scoring jobs.")
     combine_category: str = Field("cpu", description="FireWorks category of light jobs.")
+    selection_category: str = Field("cpu", description="FireWorks category of QBC, descriptor and DIRECT jobs.")
+    pacemaker_command: str = Field(
+        default_factory=lambda: _fit_environment_pacemaker(),
+        description="pacemaker of the fit environment (`make .venv-fit`), else `pacemaker` on PATH.",
+    )
+    pacemaker_timeout: float = Field(7200.0, gt=0, description="Seconds before a pacemaker fit is stopped.")
+    fit_threads: int = Field(
+        default_factory=lambda: min(2, os.cpu_count() or 1),
+        ge=1,
+        description="Threads of a pacemaker fit and processes of a linear ACE design matrix.",
+    )
+    fit_category: str = Field("cpu", description="FireWorks category of ACE fit jobs (GPU allowed).")
+    launchpad_file: Path | None = Field(
+        None,
+        description="FireWorks launchpad YAML (my_launchpad.yaml; ${VAR} read from the environment). "
+        "Unset: db_uri, else the embedded launchpad under home.",
+    )
+    jobstore_file: Path | None = Field(
+        None,
+        description="jobflow JobStore YAML (docs_store + additional_stores.data; ${VAR} read from the "
+        "environment). Unset: db_uri, else the embedded MontyStore under home.",
+    )
+    db_uri: SecretStr | None = Field(
+        None, description="MongoDB URI for launchpad and JobStore (environment or config file only; never printed)."
+    )
+    db_name: str = Field("uq_flows", description="Database name when db_uri names none.")
+    db_timeout_ms: int = Field(5000, ge=100, description="Server selection and connect timeout (ms).")
+    max_retries: int = Field(2, ge=0, description="Reruns of a fizzled or lost job before it is left FIZZLED.")
+    retry_backoff: float = Field(60.0, ge=0, description="Seconds before the first rerun; doubles with each retry.")
+    lost_run_seconds: float = Field(
+        4 * 3600.0, gt=0, description="A RUNNING job not pinged for this long is lost (above the FireWorks ping interval)."
+    )
 
     @model_validator(mode="before")
     @classmethod
