@@ -2,10 +2,12 @@
 
 σ̂²_c = (1/(M−1)) Σ_m (F^m_ic − F̄_ic)² per Cartesian component, σ̂_Fi = sqrt(Σ_c σ̂²_c) per
 atom (eq. 9). σ_cal = a·σ̂^b with (a, b) minimising the Gaussian negative log-likelihood of
-the residuals r_i = ‖F̄_i − F^ref_i‖ (eq. 5), so that σ_cal estimates the root-mean-square
-error of the committee-mean force on an atom. (Treating the three components as Gaussians
-of variance σ_cal²/3 gives the same minimiser; the z-scores below use that form, so a
-calibrated committee gives z ~ N(0, 1).)
+the force errors of the individual members, r_mi = ‖F^m_i − F^ref_i‖ (eq. 5), so that σ_cal
+estimates σ_rmse of eq. 1, the root-mean-square error of a member's force on an atom. That
+error does not depend on the committee size, which is why a calibration fitted with many
+members holds for CAGO run with a few (paper 004, Fig. 3). (Treating the three components as
+Gaussians of variance σ_cal²/3 gives the same minimiser; the z-scores below use that form,
+so a calibrated committee gives z ~ N(0, 1).)
 """
 
 from __future__ import annotations
@@ -56,7 +58,8 @@ class PowerLawCalibration(BaseModel):
     def fit(cls, sigma_hat, errors, n_members: int | None = None, n_bins: int = 10) -> PowerLawCalibration:
         """(a, b) minimising Σ [ln 2π + ln σ_cal² + r²/σ_cal²] over atoms (eq. 5).
 
-        ``sigma_hat``: σ̂_Fi (N,); ``errors``: committee-mean force errors F̄_i − F^ref_i (N, 3).
+        ``sigma_hat``: σ̂_Fi (N,); ``errors``: force errors F^m_i − F^ref_i of the members,
+        (M, N, 3), or of one prediction per atom, (N, 3).
         """
         sigma_hat, errors = _checked(sigma_hat, errors)
         keep = sigma_hat > 0
@@ -97,8 +100,12 @@ class PowerLawCalibration(BaseModel):
 
 
 def _checked(sigma_hat, errors) -> tuple[np.ndarray, np.ndarray]:
+    """σ̂ and error vectors paired row by row; member errors (M, N, 3) repeat σ̂ M times."""
     sigma_hat = np.asarray(sigma_hat, dtype=float).ravel()
-    errors = np.asarray(errors, dtype=float).reshape(-1, 3)
+    errors = np.asarray(errors, dtype=float)
+    if errors.ndim == 3:
+        sigma_hat = np.tile(sigma_hat, errors.shape[0])
+    errors = errors.reshape(-1, 3)
     if len(sigma_hat) != len(errors) or len(sigma_hat) < 3:
         raise InputError(f"calibration needs ≥ 3 atoms with σ̂ and error vectors, got {len(sigma_hat)} and {len(errors)}")
     if not (np.all(np.isfinite(sigma_hat)) and np.all(np.isfinite(errors))):

@@ -77,12 +77,17 @@ def _chgnet_batch(calculator):
 
 
 def committee_errors(committee: CalculatorCommittee, structures: Sequence[Atoms], reference_forces: Sequence[np.ndarray]):
-    """σ̂_Fi (eq. 9) and committee-mean force errors F̄_i − F^ref_i of every atom, for calibration."""
+    """σ̂_Fi (eq. 9) of every atom and every member's force error F^m_i − F^ref_i, (M, N, 3)."""
     if len(structures) != len(reference_forces) or not structures:
         raise InputError("calibration needs labelled structures (energy and forces)")
     sigma, errors = [], []
     for atoms, reference in zip(structures, reference_forces):
         forces = committee.forces([atoms])[:, 0]  # (M, N, 3)
         sigma.append(committee_force_sigma(forces))
-        errors.append(forces.mean(axis=0) - np.asarray(reference))
-    return np.concatenate(sigma), np.concatenate(errors)
+        errors.append(forces - np.asarray(reference)[None])
+    return np.concatenate(sigma), np.concatenate(errors, axis=1)
+
+
+def member_force_rmse(member_forces: np.ndarray, reference_forces: np.ndarray) -> np.ndarray:
+    """σ_rmse per atom (paper 004, eq. 1): sqrt((1/M) Σ_m ‖F^m_i − F^ref_i‖²)."""
+    return np.sqrt(np.mean(np.sum((np.asarray(member_forces) - np.asarray(reference_forces)[None]) ** 2, axis=-1), axis=0))

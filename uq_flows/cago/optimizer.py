@@ -77,6 +77,9 @@ class CagoSettings(BaseModel):
     tolerance: float = Field(0.05, gt=0, description="Stop when mean |σ_cal − δ| < tolerance·δ.")
     max_displacement: float = Field(1.0, gt=0, description="Bound on each atom's displacement, Å.")
     max_strain: float = Field(0.15, gt=0, description="Bound on each strain component.")
+    initial_step: float = Field(
+        0.05, gt=0, description="Å moved by a unit step of the optimiser's variables (its first step's scale)."
+    )
     batched: bool = Field(True, description="Evaluate the finite-difference structures as one batch.")
 
 
@@ -179,18 +182,30 @@ def cago(atoms: Atoms, committee: Committee, calibration: PowerLawCalibration, s
         if np.mean(np.abs(sigma - settings.target)) < settings.tolerance * settings.target:
             raise _Converged
 
-    bounds = [(-settings.max_displacement, settings.max_displacement)] * (3 * n)
-    bounds += [(-settings.max_strain * geometry.length, settings.max_strain * geometry.length)] * (geometry.size - 3 * n)
+    # L-BFGS-B's first step has unit length in its variables: scale them so that is a small move
+    scale = settings.initial_step
+    bounds = [(-settings.max_displacement / scale, settings.max_displacement / scale)] * (3 * n)
+    bounds += [(-settings.max_strain * geometry.length / scale, settings.max_strain * geometry.length / scale)] * (
+        geometry.size - 3 * n
+    )
+
+    def scaled_objective(z: np.ndarray) -> tuple[float, np.ndarray]:
+        value, gradient = fitness_and_gradient(z * scale)
+        if not np.isfinite(value):  # e.g. atoms pushed onto each other: a wall, not a crash
+            return 1e12, np.zeros_like(z)
+        return value, gradient * scale
+
     x0 = np.zeros(geometry.size)
     converged = False
     try:
         fitness_and_gradient(x0)
         record(x0)
-        result = minimize(fitness_and_gradient, x0, jac=True, method="L-BFGS-B", bounds=bounds, callback=record,
+        result = minimize(scaled_objective, x0, jac=True, method="L-BFGS-B", bounds=bounds,
+                          callback=lambda z: record(z * scale),
                           options={"maxiter": settings.max_steps, "ftol": 1e-12, "gtol": 1e-10})
         message = f"L-BFGS stopped: {result.message}"
-        if not np.array_equal(result.x, last["x"]):
-            record(result.x)
+        if not np.array_equal(result.x * scale, last["x"]):
+            record(result.x * scale)
     except _Converged:
         converged, message = True, f"mean |σ_cal − δ| below {settings.tolerance:.0%} of δ"
     return CagoResult(atoms=last["atoms"], sigma_cal=last["sigma"].tolist(), converged=converged, message=message, trace=trace)
