@@ -5,8 +5,9 @@ BIN := $(VENV)/bin
 MEMBERS := chgnet-0.2.0 chgnet-0.3.0 chgnet-r2scan sevennet-0-11jul2024 sevennet-0-22may2024 sevennet-l3i5
 
 FIT_VENV := .venv-fit
+BENCH_VENV := .venv-bench
 
-.PHONY: setup cp2k fit-env demo test test-fast benchmarks clean
+.PHONY: setup cp2k fit-env bench-env demo test test-fast benchmarks clean
 
 setup: $(VENV)/.installed $(FIT_VENV)/.installed cp2k
 fit-env: $(FIT_VENV)/.installed
@@ -49,8 +50,21 @@ test: setup
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow"
 
-benchmarks: setup
+# maml (the DIRECT reference) brings its own pins: its own environment, with numpy, scipy and
+# scikit-learn at the main environment's versions so PCA and BIRCH give bit-identical results.
+bench-env: $(BENCH_VENV)/.installed
+$(BENCH_VENV)/.installed: $(VENV)/.installed
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install --quiet --upgrade pip
+	$(BENCH_VENV)/bin/pip install --quiet maml==2025.4.3 $$($(BIN)/python -c "import numpy, scipy, sklearn; \
+	    print(f'numpy=={numpy.__version__} scipy=={scipy.__version__} scikit-learn=={sklearn.__version__}')")
+	touch $@
+
+benchmarks: setup bench-env
 	$(BIN)/python benchmarks/uncertainty.py
+	$(BIN)/python benchmarks/direct.py
+	$(BIN)/python benchmarks/ace_fit.py
+	$(BIN)/python benchmarks/cago.py
 
 clean:
-	rm -rf $(VENV) $(FIT_VENV) .pytest_cache scored.extxyz
+	rm -rf $(VENV) $(FIT_VENV) $(BENCH_VENV) .pytest_cache scored.extxyz

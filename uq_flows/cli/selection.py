@@ -10,7 +10,18 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from uq_flows.cli.common import EXIT_PARTIAL, JsonOption, app, check_out, emit, err, fail, fmt, guard, progress_bar
+from uq_flows.cli.common import (
+    EXIT_PARTIAL,
+    JsonOption,
+    app,
+    check_out,
+    emit,
+    err,
+    fail,
+    fmt,
+    guard,
+    progress_bar,
+)
 
 
 def _limit(value: float, option: str) -> float | None:
