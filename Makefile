@@ -6,10 +6,13 @@ MEMBERS := chgnet-0.2.0 chgnet-0.3.0 chgnet-r2scan sevennet-0-11jul2024 sevennet
 
 FIT_VENV := .venv-fit
 BENCH_VENV := .venv-bench
+MONGO_VENV := .venv-mongo
+# pyenv's python3.13 shim may not run: prefer the real interpreter
+PYTHON313 ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.13*/bin/python3.13) python3.13)
 
-.PHONY: setup cp2k fit-env bench-env demo test test-fast benchmarks clean
+.PHONY: setup cp2k fit-env bench-env mongo-env demo test test-fast benchmarks clean
 
-setup: $(VENV)/.installed $(FIT_VENV)/.installed cp2k
+setup: $(VENV)/.installed $(FIT_VENV)/.installed $(MONGO_VENV)/.installed cp2k
 fit-env: $(FIT_VENV)/.installed
 
 # torch==2.13.0 first: the CPU build (a bare or looser torch requirement pulls a multi-GB CUDA build).
@@ -29,6 +32,15 @@ $(FIT_VENV)/.installed:
 	    python-ace==0.4.0rc1 matscipy sympy pyyaml tqdm requests "questionary>=2.0" "rich>=13" scikit-learn scipy ase
 	$(FIT_VENV)/bin/pip install --quiet --no-deps tensorpotential==0.6.2.1
 	$(FIT_VENV)/bin/pacemaker -v
+	touch $@
+
+# A MongoDB wire-protocol test server (mongoeco on SQLite; needs Python ≥ 3.13) for the
+# multi-process FireWorks tests. It is not MongoDB: production uses a real server.
+mongo-env: $(MONGO_VENV)/.installed
+$(MONGO_VENV)/.installed:
+	$(PYTHON313) -m venv $(MONGO_VENV)
+	$(MONGO_VENV)/bin/pip install --quiet --upgrade pip
+	$(MONGO_VENV)/bin/pip install --quiet 'mongoeco[wire]==4.11.0'
 	touch $@
 
 # CP2K (the free DFT labeller) from Debian where we are root; otherwise say how, and go on.
@@ -67,4 +79,4 @@ benchmarks: setup bench-env
 	$(BIN)/python benchmarks/cago.py
 
 clean:
-	rm -rf $(VENV) $(FIT_VENV) $(BENCH_VENV) .pytest_cache scored.extxyz
+	rm -rf $(VENV) $(FIT_VENV) $(BENCH_VENV) $(MONGO_VENV) .pytest_cache scored.extxyz

@@ -1,0 +1,82 @@
+"""Resume on the wire server: retry limit, exponential backoff, failures already consumed, watch."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from tests.manager.toy_jobs import chain, read_effects, tolerant
+from uq_flows.manager.launchpad import open_launchpad
+from uq_flows.manager.resume import resume, watch
+from uq_flows.manager.rocket import run_worker
+from uq_flows.manager.status import loop_status
+from uq_flows.manager.submit import submit_flow
+
+
+def _work(lp, loop, tmp_path):
+    return run_worker(lp, None, loop=loop, launch_dir=tmp_path / "launches", timeout=60, sleep=0.1)
+
+
+def test_fizzled_job_is_retried_up_to_the_limit_then_left_fizzled(wire_db, tmp_path):
+    lp = open_launchpad()
+    flow = chain(["bad", "after"], bad={"fail": True})
+    submission = submit_flow(flow, lp, loop="retry")
+    bad = submission.fw_ids[flow.jobs[0].uuid]
+    launched, reruns = [], []
+    for attempt in range(4):
+        launched.append(_work(lp, "retry", tmp_path))  # only the failing job ever runs
+        report = resume(lp, "retry", max_retries=2, backoff=0)
+        reruns.append([row["retry"] for row in report.rerun])
+    assert launched == [1, 1, 1, 0] and reruns == [[1], [2], [], []]
+    assert [row["fw_id"] for row in report.exhausted] == [bad]
+    assert "RuntimeError: toy failure in bad" in report.exhausted[0]["reason"]
+
+    doc = lp.fireworks.find_one({"fw_id": bad})
+    assert doc["state"] == "FIZZLED" and len(doc["launches"]) + len(doc["archived_launches"]) == 3
+    assert [h["kind"] for h in doc["spec"]["_uq_retry"]["history"]] == ["fizzled", "fizzled"]
+    status = loop_status(lp, "retry")["loops"][0]
+    assert status["state"] == "FIZZLED" and status["states"] == {"FIZZLED": 1, "WAITING": 1}
+    assert status["fizzled"] == [{"fw_id": bad, "name": "bad", "category": "cpu", "retries": 2,
+                                  "reason": report.exhausted[0]["reason"]}]
+    assert read_effects(wire_db) == []
+
+
+def test_backoff_doubles_with_each_retry(wire_db, tmp_path):
+    lp = open_launchpad()
+    flow = chain(["bad"], bad={"fail": True})
+    submission = submit_flow(flow, lp, loop="backoff")
+    bad = submission.fw_ids[flow.jobs[0].uuid]
+    _work(lp, "backoff", tmp_path)
+    now = dt.datetime.now(dt.UTC)
+    early = resume(lp, "backoff", max_retries=3, backoff=100, now=now)
+    assert not early.rerun and early.waiting[0]["fw_id"] == bad and 90 < early.waiting[0]["due_in"] <= 100
+    assert [r["retry"] for r in resume(lp, "backoff", max_retries=3, backoff=100, now=now + dt.timedelta(seconds=101)).rerun] == [1]
+    _work(lp, "backoff", tmp_path)
+    now = dt.datetime.now(dt.UTC)
+    second = resume(lp, "backoff", max_retries=3, backoff=100, now=now + dt.timedelta(seconds=150))
+    assert not second.rerun and 40 < second.waiting[0]["due_in"] <= 50  # 200 s after the second failure
+
+
+def test_failure_consumed_by_a_tolerant_child_is_not_rerun(wire_db, tmp_path):
+    lp = open_launchpad()
+    flow = chain(["dft", "assemble"], dft={"fail": True})
+    tolerant(flow.jobs[1])
+    submission = submit_flow(flow, lp, loop="goes-on")
+    assert _work(lp, "goes-on", tmp_path) == 2  # the loop goes on past the failed job
+    assert [e["tag"] for e in read_effects(wire_db)] == ["assemble"]
+    report = resume(lp, "goes-on", max_retries=2, backoff=0)
+    assert not report.rerun and [row["fw_id"] for row in report.blocked] == [submission.fw_ids[flow.jobs[0].uuid]]
+    assert [e["tag"] for e in read_effects(wire_db)] == ["assemble"]  # nothing done twice
+
+
+def test_resume_is_scoped_to_its_loop_and_watch_is_bounded(wire_db, tmp_path):
+    lp = open_launchpad()
+    submit_flow(chain(["x"], x={"fail": True}), lp, loop="one")
+    submit_flow(chain(["y"], y={"fail": True}), lp, loop="two")
+    _work(lp, None, tmp_path)
+    sleeps = []
+    reports = watch(lp, "one", interval=7, iterations=3, sleep=sleeps.append, max_retries=1, backoff=0,
+                    after_pass=lambda lp_, report: _work(lp_, "one", tmp_path))
+    assert [len(r.rerun) for r in reports] == [1, 0, 0] and [len(r.exhausted) for r in reports] == [0, 1, 1]
+    assert sleeps == [7, 7]
+    two = loop_status(lp, "two")["loops"][0]
+    assert two["fizzled"][0]["retries"] == 0  # the other loop was not touched

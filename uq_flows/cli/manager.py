@@ -1,0 +1,126 @@
+"""Workflow-manager commands: doctor and resume (run, submit, status, results build on them)."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from uq_flows.cli.common import EXIT_PARTIAL, JsonOption, app, emit, err, fail, guard
+
+_STYLE = {"ok": "green", "warn": "yellow", "fail": "bold red"}
+
+
+@contextlib.contextmanager
+def _quiet_stdout():
+    """FireWorks and jobflow log to stdout; keep stdout for the one JSON object."""
+    with contextlib.redirect_stdout(sys.stderr):
+        yield
+
+
+@app.command()
+@guard
+def doctor(
+    no_database: Annotated[bool, typer.Option("--no-database", help="Skip the launchpad and JobStore checks.")] = False,
+    require: Annotated[list[str] | None, typer.Option("--require", help="Executable that must exist: cp2k, vasp or pacemaker (repeat).")] = None,
+    load_models: Annotated[bool, typer.Option("--load-models", help="Also load every built-in uMLIP (slow).")] = False,
+    json_out: JsonOption = False,
+) -> None:
+    """Check environments, models, executables (CP2K, VASP, pacemaker) and databases."""
+    from uq_flows.manager.doctor import run_doctor
+
+    with _quiet_stdout():
+        result = run_doctor(database=not no_database, require=require or (), load_models=load_models)
+    table = Table("check", "status", "detail", "hint", title="uq-flows doctor")
+    for row in result["checks"]:
+        table.add_row(row["check"], f"[{_STYLE[row['status']]}]{row['status']}[/]", row["detail"], row["hint"] or "")
+    err.print(table)
+    if json_out:
+        emit(result)
+    if not result["ok"]:
+        err.print(f"[bold red]{result['counts']['fail']} check(s) failed[/]")
+        raise typer.Exit(EXIT_PARTIAL)
+
+
+@app.command()
+@guard
+def resume(
+    loop: Annotated[str | None, typer.Argument(help="Loop id (default: every workflow on the launchpad).")] = None,
+    watch: Annotated[float | None, typer.Option("--watch", min=0.1, help="Repeat every SECONDS until interrupted (or --iterations).")] = None,
+    iterations: Annotated[int | None, typer.Option("--iterations", min=1, help="Passes with --watch (default: until interrupted).")] = None,
+    max_retries: Annotated[int | None, typer.Option("--max-retries", min=0, help="Reruns of a failed job (default: settings max_retries).")] = None,
+    backoff: Annotated[float | None, typer.Option("--backoff", min=0, help="Seconds before the first rerun, doubling (default: settings retry_backoff).")] = None,
+    lost_after: Annotated[float | None, typer.Option("--lost-after", min=0, help="Seconds without a ping before a RUNNING job is lost (default: settings).")] = None,
+    run_local: Annotated[bool | None, typer.Option("--run-local/--no-run-local", help="Run ready jobs in this process (default: on the embedded launchpad).")] = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Rerun fizzled jobs (retry limit, backoff) and lost runs; --watch keeps doing it."""
+    from uq_flows.manager.config import load_settings
+    from uq_flows.manager.launchpad import (
+        close_launchpad,
+        describe_launchpad,
+        is_embedded,
+        open_launchpad,
+    )
+    from uq_flows.manager.resume import watch as watch_loop
+    from uq_flows.manager.rocket import run_worker
+    from uq_flows.manager.status import loop_status
+    from uq_flows.manager.submit import list_loops
+
+    if iterations is not None and watch is None:
+        fail("--iterations needs --watch")
+    with _quiet_stdout():
+        settings = load_settings()
+        lp = open_launchpad(settings, check=True)
+        try:
+            if loop is not None and loop not in list_loops(lp):
+                known = ", ".join(list_loops(lp)) or "none"
+                fail(f"no loop {loop!r} on the launchpad {describe_launchpad(lp)} (loops: {known})")
+            local = is_embedded(lp) if run_local is None else run_local
+            launched: list[int] = []
+
+            def after_pass(lp_, report):
+                if local:
+                    launched.append(run_worker(lp_, None, loop=loop, launch_dir=Path(settings.home).expanduser() / "launches",
+                                               idle_checks=1 if is_embedded(lp_) else 2))
+
+            def on_report(i, report):
+                err.print(
+                    f"pass {i + 1}: rerun {len(report.rerun)}, lost {len(report.lost)}, waiting {len(report.waiting)}, "
+                    f"given up {len(report.exhausted)}, blocked {len(report.blocked)}"
+                    + (f", ran {launched[-1]} jobs here" if local and launched else ""),
+                    highlight=False,
+                )
+
+            # the loop's rebuild hook (uq_flows.manager.resume.Rebuild) is passed as rebuild=... here
+            reports = watch_loop(
+                lp, loop, interval=watch or 0.0, iterations=(1 if watch is None else iterations),
+                after_pass=after_pass, on_report=on_report,
+                max_retries=max_retries, backoff=backoff, lost_after=lost_after,
+            )
+            status = loop_status(lp, loop)
+            where = describe_launchpad(lp)
+        finally:
+            close_launchpad(lp)
+    exhausted = {row["fw_id"]: row for report in reports for row in report.exhausted}
+    for entry in status["loops"]:
+        err.print(f"loop {entry['loop']}: {entry['state']} {entry['states']}", highlight=False)
+    for row in exhausted.values():
+        err.print(f"[red]left FIZZLED[/] fw {row['fw_id']} {row['name']}: {row['reason']}", highlight=False)
+    if json_out:
+        emit({
+            "loop": loop,
+            "launchpad": where,
+            "passes": len(reports),
+            "rerun": sum(len(r.rerun) for r in reports),
+            "launched_here": sum(launched),
+            "exhausted": list(exhausted.values()),
+            "reports": [r.as_dict() for r in reports],
+            "status": status,
+        })
+    if exhausted:
+        raise typer.Exit(EXIT_PARTIAL)

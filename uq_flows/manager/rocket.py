@@ -1,0 +1,122 @@
+"""Run rockets in this process: the worker of the embedded default, or a simple queue worker.
+
+``run_worker`` pulls fireworks of one category (None: any) until nothing is READY, RUNNING or
+RESERVED in its scope (checked ``idle_checks`` times, ``sleep`` apart, so a worker does not
+leave while another worker's job is about to make new ones READY), a timeout, or
+``max_launches``. Unlike ``rapidfire(nlaunches=0)``, a ``gpu`` worker waits while ``cpu``
+jobs it depends on are still running. The embedded launchpad is saved after every rocket.
+
+As a program, ``python -m uq_flows.manager.rocket [--category gpu] [--timeout S]`` runs a
+worker on the launchpad of the uq-flows settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from uq_flows.manager.status import ACTIVE_STATES
+
+if TYPE_CHECKING:
+    from fireworks import LaunchPad
+
+_RUNNABLE = ("READY", "RUNNING", "RESERVED")
+
+
+def run_worker(
+    lp: LaunchPad,
+    category: str | None = None,
+    *,
+    name: str | None = None,
+    loop: str | None = None,
+    launch_dir: Path | str | None = None,
+    timeout: float | None = None,
+    max_launches: int = 0,
+    sleep: float = 1.0,
+    idle_checks: int = 2,
+    log_level: str = "WARNING",
+) -> int:
+    """Launch rockets (of ``category``, and of ``loop`` if given) until idle; the number launched."""
+    from fireworks import FWorker
+    from fireworks.core.rocket_launcher import launch_rocket
+    from fireworks.utilities.fw_utilities import create_datestamp_dir
+
+    from uq_flows.manager.launchpad import save_launchpad
+    from uq_flows.manager.submit import loop_fw_ids
+
+    root = Path(launch_dir or os.getcwd()).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    logger = logging.getLogger(__name__)
+    launched, idle, start_dir = 0, 0, os.getcwd()
+    try:
+        while deadline is None or time.monotonic() < deadline:
+            if max_launches and launched >= max_launches:
+                break
+            # a loop's workflows grow when jobs replace themselves: rescope every time
+            scope = {} if loop is None else {"fw_id": {"$in": loop_fw_ids(lp, loop)}}
+            fworker = FWorker(name=name or f"uq-flows-{category or 'any'}", category=category or "", query=scope)
+            if lp.run_exists(fworker):
+                idle = 0
+                workdir = create_datestamp_dir(str(root), logger, prefix="launcher_")
+                os.chdir(workdir)
+                try:
+                    ran = launch_rocket(lp, fworker, strm_lvl=log_level)
+                finally:
+                    os.chdir(start_dir)
+                    save_launchpad(lp)
+                if ran:
+                    launched += 1
+                elif not os.listdir(workdir):
+                    os.rmdir(workdir)
+                continue
+            if lp.fireworks.count_documents({**scope, "state": {"$in": list(_RUNNABLE)}}) == 0:
+                idle += 1
+                if idle >= idle_checks:
+                    break
+            else:
+                idle = 0
+            time.sleep(sleep)
+    finally:
+        os.chdir(start_dir)
+    return launched
+
+
+def active_count(lp: LaunchPad, fw_ids: list[int] | None = None) -> int:
+    """Fireworks still READY, WAITING, RESERVED or RUNNING (in ``fw_ids`` if given)."""
+    scope = {} if fw_ids is None else {"fw_id": {"$in": list(fw_ids)}}
+    return lp.fireworks.count_documents({**scope, "state": {"$in": list(ACTIVE_STATES)}})
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run FireWorks rockets on the uq-flows launchpad.")
+    parser.add_argument("--category", default=None, help="FireWorks category (gpu, cpu); default: any")
+    parser.add_argument("--name", default=None, help="fworker name recorded in launches")
+    parser.add_argument("--loop", default=None, help="only fireworks of this loop")
+    parser.add_argument("--timeout", type=float, default=None, help="stop after this many seconds")
+    parser.add_argument("--sleep", type=float, default=1.0, help="seconds between idle checks")
+    parser.add_argument("--launch-dir", default=None, help="folder for launcher_* directories")
+    args = parser.parse_args(argv)
+
+    from uq_flows.errors import UqFlowsError
+    from uq_flows.manager.launchpad import close_launchpad, open_launchpad
+
+    try:
+        lp = open_launchpad()
+        n = run_worker(lp, args.category, name=args.name, loop=args.loop, launch_dir=args.launch_dir,
+                       timeout=args.timeout, sleep=args.sleep)
+        close_launchpad(lp)
+    except UqFlowsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"{n} rockets launched", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

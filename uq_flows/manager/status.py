@@ -1,0 +1,96 @@
+"""Per-loop summaries of a launchpad: fireworks by state and by category, failures with reasons."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+from uq_flows.manager.submit import LOOP_KEY, loop_workflows
+
+if TYPE_CHECKING:
+    from fireworks import LaunchPad
+
+ACTIVE_STATES = ("READY", "WAITING", "RESERVED", "RUNNING")
+RETRY_KEY = "_uq_retry"
+
+
+def fizzle_reason(lp: LaunchPad, fw_doc: dict[str, Any]) -> str:
+    """Why a firework failed: last line of its exception, else the last recorded retry reason."""
+    launches = fw_doc.get("launches") or []
+    if launches:
+        launch = lp.launches.find_one({"launch_id": launches[-1]}, {"action": 1})
+        exception = (((launch or {}).get("action") or {}).get("stored_data") or {}).get("_exception") or {}
+        text = exception.get("_stacktrace") or ""
+        lines = [line.strip() for line in str(text).strip().splitlines() if line.strip()]
+        if lines:
+            return lines[-1][:500]
+    history = ((fw_doc.get("spec") or {}).get(RETRY_KEY) or {}).get("history") or []
+    if history:
+        return history[-1].get("reason") or "unknown"
+    return "fizzled without a recorded exception"
+
+
+def loop_status(lp: LaunchPad, loop: str | None = None) -> dict[str, Any]:
+    """``{"loops": [...]}``: per loop (or the one asked for) its workflows, state counts, failures.
+
+    Each loop entry: ``loop``, ``state`` (COMPLETED, FIZZLED, RUNNING, READY, WAITING...),
+    ``n_fireworks``, ``states`` {state: n}, ``categories`` {category: {state: n}},
+    ``workflows`` [{fw_id, name, state}], ``fizzled`` [{fw_id, name, category, retries, reason}].
+    Workflows without a loop id are grouped under ``loop: null``.
+    """
+    groups: dict[str | None, list[dict]] = {}
+    for wf in loop_workflows(lp, loop):
+        groups.setdefault((wf.get("metadata") or {}).get(LOOP_KEY), []).append(wf)
+    return {"loops": [_summary(lp, name, wfs) for name, wfs in sorted(groups.items(), key=lambda kv: str(kv[0]))]}
+
+
+def _summary(lp: LaunchPad, loop: str | None, workflows: list[dict]) -> dict[str, Any]:
+    nodes = sorted({fw_id for wf in workflows for fw_id in wf["nodes"]})
+    fields = {"fw_id": 1, "name": 1, "state": 1, "spec._category": 1, f"spec.{RETRY_KEY}": 1, "launches": 1}
+    docs = list(lp.fireworks.find({"fw_id": {"$in": nodes}}, fields))
+    states = Counter(doc["state"] for doc in docs)
+    categories: dict[str, Counter] = {}
+    fizzled = []
+    for doc in docs:
+        category = (doc.get("spec") or {}).get("_category") or "(none)"
+        categories.setdefault(category, Counter())[doc["state"]] += 1
+        if doc["state"] == "FIZZLED":
+            retry = (doc.get("spec") or {}).get(RETRY_KEY) or {}
+            fizzled.append(
+                {
+                    "fw_id": doc["fw_id"],
+                    "name": doc.get("name"),
+                    "category": category,
+                    "retries": retry.get("count", 0),
+                    "reason": fizzle_reason(lp, doc),
+                }
+            )
+    return {
+        "loop": loop,
+        "state": overall_state(states),
+        "n_fireworks": len(docs),
+        "states": dict(sorted(states.items())),
+        "categories": {k: dict(sorted(v.items())) for k, v in sorted(categories.items())},
+        "workflows": [
+            {"fw_id": min(wf["nodes"]) if wf["nodes"] else None, "name": wf.get("name"), "state": wf.get("state")}
+            for wf in workflows
+        ],
+        "fizzled": sorted(fizzled, key=lambda row: row["fw_id"]),
+    }
+
+
+def overall_state(states: Counter | dict[str, int]) -> str:
+    """One word for a set of fireworks: RUNNING while any runs, COMPLETED when all did, ..."""
+    present = {state for state, n in states.items() if n}
+    if not present:
+        return "EMPTY"
+    for state in ("RUNNING", "RESERVED", "READY"):
+        if state in present:
+            return state
+    if present <= {"COMPLETED"}:
+        return "COMPLETED"
+    if "FIZZLED" in present:
+        return "FIZZLED"  # something failed and nothing can run: resume or inspect
+    if "WAITING" in present:
+        return "WAITING"
+    return min(present)
