@@ -34,6 +34,7 @@ class StructureUncertainty(BaseModel):
     reason: str | None = None
     n_atoms: int
     max_deviation: dict[str, float | None] = Field(description="d_jk per member (paper 001, eq. 1).")
+    mean_forces: list[list[float]] | None = Field(None, description="Plain ensemble-mean forces (eV/Å), data store.")
 
 
 class UncertaintyDocument(BaseModel):
@@ -77,7 +78,7 @@ class MemberPredictionMaker(Maker):
         return _set_category(new_job, self.category)
 
 
-@job
+@job(data=["mean_forces"])
 def combine_uncertainty(
     structure_ids: list[str],
     n_atoms: list[int],
@@ -105,9 +106,14 @@ def combine_uncertainty(
             chunks.append(chunk)
         joined.append(concatenate_predictions(chunks))
     scores = combine_predictions(joined, resolve_weights(members, weights), variant)
+    mean = np.mean([p.forces for p in joined], axis=0)
+    offsets = np.concatenate([[0], np.cumsum(n_atoms)])
     rows = [
-        StructureUncertainty(id=structure_id, **{k: row[k] for k in ("U", "status", "reason", "n_atoms", "max_deviation")})
-        for structure_id, row in zip(structure_ids, scores.rows())
+        StructureUncertainty(
+            id=structure_id, **{k: row[k] for k in ("U", "status", "reason", "n_atoms", "max_deviation")},
+            mean_forces=mean[offsets[j] : offsets[j + 1]].tolist() if row["status"] == "ok" else None,
+        )
+        for j, (structure_id, row) in enumerate(zip(structure_ids, scores.rows()))
     ]
     n_failed = sum(row.status != "ok" for row in rows)
     return UncertaintyDocument(

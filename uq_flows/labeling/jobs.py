@@ -91,6 +91,30 @@ class Cp2kLabelMaker(Maker):
 
 
 @job(data=LABEL_DATA)
+def calculator_label(structure: StructureRecord, calculator: str, U: float | None = None) -> Label:
+    """Reference label from an ASE calculator or member (a known truth such as EMT, or a stand-in)."""
+
+    spec = parse_member(calculator)
+    (label,) = teacher_labels([structure.to_atoms()], [structure.id], spec)
+    provenance = {**label.provenance, "stand_in_for_dft": True}
+    return label.model_copy(update={"kind": DFT, "U": U, "provenance": provenance})
+
+
+@dataclass
+class CalculatorLabelMaker(Maker):
+    """Reference labels from an ASE calculator in place of DFT (recorded as such in provenance)."""
+
+    name: str = "reference label"
+    calculator: str = "emt=ase:ase.calculators.emt:EMT"
+    category: str | None = "cpu"
+
+    def make(self, structure: StructureRecord, U: float | None = None) -> Job:
+        new_job = calculator_label(structure, self.calculator, U)
+        new_job.name = f"{self.name} {structure.id}"
+        return _set_category(new_job, self.category)
+
+
+@job(data=LABEL_DATA)
 def teacher_label_job(structures: list[StructureRecord], energy_from: str, forces_from: str | None, device: str | None) -> list[Label]:
     """Teacher labels of ``structures`` (paper 001: energies and forces from chosen members)."""
     return teacher_labels(

@@ -1,0 +1,121 @@
+"""The loop's configuration: one YAML file, validated before anything is submitted."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from uq_flows.ace.basis import AceFitOptions
+from uq_flows.cago.optimizer import CagoSettings
+from uq_flows.errors import InputError
+from uq_flows.explore.generators import GENERATORS
+from uq_flows.explore.md import MDSettings
+from uq_flows.labeling.cp2k import Cp2kSettings
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class GenerateConfig(_Strict):
+    n: int = Field(4, ge=1)
+    max_atoms: int = Field(16, ge=1)
+    kinds: list[str] = Field(default_factory=lambda: list(GENERATORS))
+    seed: int = 0
+
+
+class DftConfig(_Strict):
+    """Who labels high-U structures: CP2K, VASP (atomate2), or a stand-in ASE calculator."""
+
+    labeller: Literal["cp2k", "vasp", "calculator"] = "cp2k"
+    cp2k: Cp2kSettings = Field(default_factory=Cp2kSettings)
+    incar_overrides: dict = Field(default_factory=dict)
+    calculator: str = Field("emt=ase:ase.calculators.emt:EMT", description="Stand-in reference (labeller: calculator).")
+    min_success_fraction: float = Field(0.8, ge=0, le=1)
+
+
+class TeacherConfig(_Strict):
+    energy_from: str = "chgnet-0.3.0"
+    forces_from: str | None = None
+
+
+class ExploreConfig(_Strict):
+    n_seeds: int = Field(4, ge=1, description="Labelled structures of the iteration that seed MD.")
+    md: MDSettings = Field(default_factory=lambda: MDSettings(steps=200, snapshot_every=50))
+    cago: CagoSettings | None = Field(default_factory=lambda: CagoSettings(max_steps=20))
+    n_cago_members: int = Field(3, ge=2, description="Committee members CAGO uses (paper 004: 3-4).")
+    max_cago_seeds: int = Field(8, ge=1)
+
+
+class SelectConfig(_Strict):
+    qbc: bool = True
+    qbc_config: dict = Field(default_factory=dict)
+    n_clusters: int | None = Field(None, ge=1)
+    birch_threshold: float = Field(0.1, gt=0)
+    k: int = Field(1, ge=1)
+    max_candidates: int = Field(50, ge=1, description="Candidates passed to the next iteration at most.")
+
+
+class ConvergenceConfig(_Strict):
+    max_iterations: int = Field(3, ge=1)
+    dft_budget_total: int | None = Field(None, ge=0)
+    dft_budget_per_iteration: int | None = Field(None, ge=0)
+    target_energy_rmse: float | None = Field(None, gt=0, description="eV/atom, test (or train) RMSE of the fit.")
+    target_force_rmse: float | None = Field(None, gt=0, description="eV/Å")
+    max_high_u_fraction: float | None = Field(None, ge=0, le=1, description="Stop once fewer candidates are high-U.")
+
+
+class LoopConfig(_Strict):
+    """Everything one loop needs; see workflows/demo.yaml."""
+
+    name: str = Field(min_length=1)
+    elements: list[str] = Field(min_length=1)
+    structures: list[Path] = Field(default_factory=list, description="Initial candidates (files or folders).")
+    generate: GenerateConfig | None = Field(default_factory=GenerateConfig)
+    members: list[str] = Field(min_length=2)
+    weights: str = "auto"
+    uc: float = Field(1.0, ge=0)
+    chunk_size: int = Field(500, ge=1)
+    dft: DftConfig = Field(default_factory=DftConfig)
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    fit: AceFitOptions = Field(default_factory=lambda: AceFitOptions(backend="linear", n_functions=20, ensemble_size=3))
+    explore: ExploreConfig = Field(default_factory=ExploreConfig)
+    select: SelectConfig = Field(default_factory=SelectConfig)
+    convergence: ConvergenceConfig = Field(default_factory=ConvergenceConfig)
+    workdir: Path | None = Field(None, description="Shared folder for potential files (default: home/loops/NAME).")
+
+    @model_validator(mode="after")
+    def _has_candidates(self) -> LoopConfig:
+        if not self.structures and self.generate is None:
+            raise ValueError("give initial structures or a generate section")
+        return self
+
+    def required_executables(self) -> list[str]:
+        if self.dft.labeller == "cp2k":
+            from uq_flows.settings import get_settings
+
+            return [get_settings().cp2k_command]
+        return []
+
+
+def load_config(path: str | Path) -> LoopConfig:
+    """The loop configuration in ``path``; a clear InputError for anything wrong with it."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError as error:
+        raise InputError(f"config {path} does not exist") from error
+    except yaml.YAMLError as error:
+        raise InputError(f"config {path} is not valid YAML: {error}") from error
+    if not isinstance(data, dict):
+        raise InputError(f"config {path} must be a mapping of settings")
+    try:
+        config = LoopConfig.model_validate(data)
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']}" for e in error.errors())
+        raise InputError(f"config {path}: {problems}") from error
+    base = path.resolve().parent
+    return config.model_copy(update={"structures": [p if p.is_absolute() else base / p for p in config.structures]})
