@@ -14,10 +14,25 @@ Engine-free (pyace, numpy, ASE, scikit-learn; the Makers live in ``jobs.py``):
 
 from uq_flows.ace.activeset import build_active_set, extrapolation_grades
 from uq_flows.ace.basis import AceFitOptions
-from uq_flows.ace.committee import CommitteeThresholds, committee_thresholds, committee_uncertainty, member_predictions
-from uq_flows.ace.data import TrainingSet, fit_reference_energies, labelled_structures, read_training_set, training_set
+from uq_flows.ace.committee import (
+    CommitteeThresholds,
+    committee_thresholds,
+    committee_uncertainty,
+    member_predictions,
+)
+from uq_flows.ace.data import (
+    TrainingSet,
+    fit_reference_energies,
+    labelled_structures,
+    read_training_set,
+    training_set,
+)
 from uq_flows.ace.fit import AceFitResult, FitMetrics, MemberFit, fit_ace, read_summary
-from uq_flows.ace.local import LocalActiveSet, build_local_active_set, local_extrapolation_grades
+from uq_flows.ace.local import (
+    LocalActiveSet,
+    build_local_active_set,
+    local_extrapolation_grades,
+)
 from uq_flows.ace.pacemaker import PacemakerError, pacemaker_command
 from uq_flows.ace.potential import AceCalculator, write_yace
 

@@ -51,7 +51,10 @@ class ActiveSetSummary:
 def training_projections(potential: str | Path, training: TrainingSet, outlier_filter: str = "force-error") -> Projections:
     """B-projections of every training atom and which atoms MaxVol may use."""
     from pyace import ACEBBasisSet
-    from pyace.activelearning import compute_B_projections, extract_reference_forces_dict
+    from pyace.activelearning import (
+        compute_B_projections,
+        extract_reference_forces_dict,
+    )
 
     basis = ACEBBasisSet(str(potential))
     elements = [str(e) for e in basis.elements_name]

@@ -23,7 +23,11 @@ from pydantic import BaseModel, Field
 
 from uq_flows.ace.activeset import build_active_set, training_projections
 from uq_flows.ace.basis import AceFitOptions, create_basis, functions_per_element
-from uq_flows.ace.committee import CommitteeThresholds, committee_thresholds, committee_uncertainty
+from uq_flows.ace.committee import (
+    CommitteeThresholds,
+    committee_thresholds,
+    committee_uncertainty,
+)
 from uq_flows.ace.data import TrainingSet, bootstrap_indices, fit_reference_energies
 from uq_flows.ace.local import build_local_active_set
 from uq_flows.ace.potential import AceCalculator, predict, save_potential, write_yace

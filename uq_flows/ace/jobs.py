@@ -24,13 +24,23 @@ from pydantic import BaseModel, Field
 
 from uq_flows.ace.activeset import extrapolation_grades
 from uq_flows.ace.basis import AceFitOptions
-from uq_flows.ace.committee import CommitteeThresholds, committee_uncertainty, member_predictions
+from uq_flows.ace.committee import (
+    CommitteeThresholds,
+    committee_uncertainty,
+    member_predictions,
+)
 from uq_flows.ace.data import fit_reference_energies, labelled_structures, training_set
-from uq_flows.ace.fit import FitMetrics, MemberFit, check_training, combine_members, fit_member
+from uq_flows.ace.fit import (
+    FitMetrics,
+    MemberFit,
+    check_training,
+    combine_members,
+    fit_member,
+)
 from uq_flows.ace.local import LocalActiveSet, local_extrapolation_grades
 from uq_flows.ace.potential import AceCalculator
-from uq_flows.ensemble.jobs import _set_category
 from uq_flows.errors import InputError
+from uq_flows.flows.categories import set_category
 from uq_flows.records import StructureRecord
 from uq_flows.settings import get_settings
 
@@ -186,11 +196,11 @@ class AceFitMaker(Maker):
             member = fit_ace_member(structures, dataset, self.options, index, test_structures, test_dataset,
                                     self.workdir)
             member.name = f"{self.name} member {index + 1}/{self.options.ensemble_size}"
-            jobs.append(_set_category(member, self.category))
+            jobs.append(set_category(member, self.category))
         collect = collect_ace_fit([j.output for j in jobs], structures, dataset, self.options, test_structures,
                                   test_dataset)
         collect.name = f"{self.name} collect"
-        _set_category(collect, self.collect_category)
+        set_category(collect, self.collect_category)
         return Flow([*jobs, collect], output=collect.output, name=self.name)
 
 
@@ -277,4 +287,4 @@ class AceUncertaintyMaker(Maker):
     def make(self, fit, structures: list[StructureRecord]) -> Job:
         new_job = ace_uncertainty(fit, structures)
         new_job.name = self.name
-        return _set_category(new_job, self.category)
+        return set_category(new_job, self.category)

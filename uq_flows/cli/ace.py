@@ -113,7 +113,11 @@ def gamma(
     """Extrapolation grade γ per atom and structure (D-optimality), γ_local and committee UQ."""
     from uq_flows.ace.activeset import extrapolation_grades
     from uq_flows.ace.local import LocalActiveSet, local_extrapolation_grades
-    from uq_flows.ace.potential import ACTIVE_SET_SUFFIX, LOCAL_ACTIVE_SET_SUFFIX, beside
+    from uq_flows.ace.potential import (
+        ACTIVE_SET_SUFFIX,
+        LOCAL_ACTIVE_SET_SUFFIX,
+        beside,
+    )
     from uq_flows.io import read_many
     from uq_flows.records import structure_id
     from uq_flows.settings import get_settings

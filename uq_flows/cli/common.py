@@ -7,6 +7,7 @@ be processed (their statuses are reported), 2 bad input or configuration (nothin
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
@@ -43,6 +44,13 @@ WeightsOption = Annotated[
     str,
     typer.Option("--weights", help="auto (paper table if every member is in it, else equal), paper, equal, or an RMSE file."),
 ]
+
+
+@contextlib.contextmanager
+def quiet_stdout():
+    """FireWorks and jobflow log to stdout; keep stdout for the one JSON object."""
+    with contextlib.redirect_stdout(sys.stderr):
+        yield
 
 
 def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:

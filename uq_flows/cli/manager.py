@@ -2,24 +2,24 @@
 
 from __future__ import annotations
 
-import contextlib
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from uq_flows.cli.common import EXIT_PARTIAL, JsonOption, app, emit, err, fail, guard
+from uq_flows.cli.common import (
+    EXIT_PARTIAL,
+    JsonOption,
+    app,
+    emit,
+    err,
+    fail,
+    guard,
+    quiet_stdout,
+)
 
 _STYLE = {"ok": "green", "warn": "yellow", "fail": "bold red"}
-
-
-@contextlib.contextmanager
-def _quiet_stdout():
-    """FireWorks and jobflow log to stdout; keep stdout for the one JSON object."""
-    with contextlib.redirect_stdout(sys.stderr):
-        yield
 
 
 @app.command()
@@ -33,7 +33,7 @@ def doctor(
     """Check environments, models, executables (CP2K, VASP, pacemaker) and databases."""
     from uq_flows.manager.doctor import run_doctor
 
-    with _quiet_stdout():
+    with quiet_stdout():
         result = run_doctor(database=not no_database, require=require or (), load_models=load_models)
     table = Table("check", "status", "detail", "hint", title="uq-flows doctor")
     for row in result["checks"]:
@@ -73,7 +73,7 @@ def resume(
 
     if iterations is not None and watch is None:
         fail("--iterations needs --watch")
-    with _quiet_stdout():
+    with quiet_stdout():
         settings = load_settings()
         lp = open_launchpad(settings, check=True)
         try:

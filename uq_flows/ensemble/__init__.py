@@ -12,7 +12,12 @@ from uq_flows.ensemble.members import (
     supported_numbers,
 )
 from uq_flows.ensemble.predict import MemberPredictions, predict_member
-from uq_flows.ensemble.rmse import measure_force_rmse, paper_force_rmse, read_rmse_file, write_rmse_file
+from uq_flows.ensemble.rmse import (
+    measure_force_rmse,
+    paper_force_rmse,
+    read_rmse_file,
+    write_rmse_file,
+)
 
 __all__ = [
     "BUILTIN_MEMBERS",

@@ -18,7 +18,12 @@ from pydantic import BaseModel, Field
 
 from uq_flows.ensemble.members import load_calculator, parse_member
 from uq_flows.ensemble.predict import MemberPredictions, predict_member
-from uq_flows.ensemble.scoring import combine_predictions, concatenate_predictions, resolve_weights
+from uq_flows.ensemble.scoring import (
+    combine_predictions,
+    concatenate_predictions,
+    resolve_weights,
+)
+from uq_flows.flows.categories import set_category
 from uq_flows.records import StructureRecord
 from uq_flows.settings import get_settings
 
@@ -50,10 +55,6 @@ class UncertaintyDocument(BaseModel):
     structures: list[StructureUncertainty]
 
 
-def _set_category(new_job: Job, category: str | None) -> Job:
-    if category:
-        new_job.update_config({"manager_config": {"_category": category}})
-    return new_job
 
 
 @job(data=DATA_KEYS)
@@ -75,7 +76,7 @@ class MemberPredictionMaker(Maker):
     def make(self, member: str, structures: list[StructureRecord]) -> Job:
         new_job = predict_chunk(member, structures, self.device)
         new_job.name = f"{self.name} {member}"
-        return _set_category(new_job, self.category)
+        return set_category(new_job, self.category)
 
 
 @job(data=["mean_forces"])
@@ -143,7 +144,7 @@ class CombineUncertaintyMaker(Maker):
         )
         new_job.name = self.name
         new_job.config.on_missing_references = OnMissing.NONE
-        return _set_category(new_job, self.category)
+        return set_category(new_job, self.category)
 
 
 @dataclass

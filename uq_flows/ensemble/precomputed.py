@@ -16,7 +16,12 @@ from ase import Atoms
 from uq_flows.ensemble.scoring import MemberWeights, resolve_weights
 from uq_flows.errors import InputError
 from uq_flows.io import EnergyConvention, Labels, read_labels, read_structures
-from uq_flows.uncertainty import ensemble_mean_force_error, force_uncertainty, inverse_rmse_weights, top_n_members
+from uq_flows.uncertainty import (
+    ensemble_mean_force_error,
+    force_uncertainty,
+    inverse_rmse_weights,
+    top_n_members,
+)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,11 @@ from uq_flows.ensemble.members import MemberSpec, load_calculator
 from uq_flows.ensemble.predict import MemberPredictions, predict_member
 from uq_flows.ensemble.rmse import paper_force_rmse, read_rmse_file
 from uq_flows.errors import InputError
-from uq_flows.uncertainty import force_uncertainty, inverse_rmse_weights, member_max_deviation
+from uq_flows.uncertainty import (
+    force_uncertainty,
+    inverse_rmse_weights,
+    member_max_deviation,
+)
 
 OK = "ok"
 WEIGHT_SCHEMES = ("auto", "paper", "equal")

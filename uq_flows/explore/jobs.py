@@ -8,9 +8,9 @@ from jobflow import Job, Maker, job
 from pydantic import BaseModel
 
 from uq_flows.cago.committee import load_model
-from uq_flows.ensemble.jobs import _set_category
 from uq_flows.explore.generators import GENERATORS, starting_set
 from uq_flows.explore.md import MDSettings, run_md
+from uq_flows.flows.categories import set_category
 from uq_flows.records import StructureRecord
 
 
@@ -51,7 +51,7 @@ class MDExploreMaker(Maker):
     def make(self, starts: list[StructureRecord], calculator: str | None = None) -> Job:
         new_job = md_job(starts, calculator or self.calculator, self.settings)
         new_job.name = self.name
-        return _set_category(new_job, self.category)
+        return set_category(new_job, self.category)
 
 
 @job
@@ -73,4 +73,4 @@ class GenerateMaker(Maker):
     def make(self, elements: list[str]) -> Job:
         new_job = generate_job(list(elements), self.n, self.max_atoms, self.seed, self.kinds)
         new_job.name = self.name
-        return _set_category(new_job, self.category)
+        return set_category(new_job, self.category)

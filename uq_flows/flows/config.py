@@ -34,6 +34,9 @@ class DftConfig(_Strict):
     cp2k: Cp2kSettings = Field(default_factory=Cp2kSettings)
     incar_overrides: dict = Field(default_factory=dict)
     calculator: str = Field("emt=ase:ase.calculators.emt:EMT", description="Stand-in reference (labeller: calculator).")
+    fallback_calculator: str | None = Field(
+        None, description="If the labeller is cp2k and CP2K is not installed: use this calculator instead, loudly."
+    )
     min_success_fraction: float = Field(0.8, ge=0, le=1)
 
 

@@ -24,8 +24,13 @@ from pydantic import BaseModel, Field
 
 from uq_flows.ace.jobs import AceFitDocument, AceFitMaker
 from uq_flows.cago.jobs import CagoMaker
-from uq_flows.ensemble.jobs import CombineUncertaintyMaker, EnsembleScoreMaker, UncertaintyDocument, _set_category
+from uq_flows.ensemble.jobs import (
+    CombineUncertaintyMaker,
+    EnsembleScoreMaker,
+    UncertaintyDocument,
+)
 from uq_flows.explore.jobs import MDExploreMaker
+from uq_flows.flows.categories import set_category
 from uq_flows.flows.config import LoopConfig
 from uq_flows.labeling.assembly import DistilledDataset
 from uq_flows.labeling.jobs import (
@@ -41,7 +46,12 @@ from uq_flows.labeling.jobs import (
 )
 from uq_flows.labeling.labels import Label
 from uq_flows.records import StructureRecord
-from uq_flows.selection.jobs import DescriptorMaker, DirectMaker, QBCMaker, SelectionMaker
+from uq_flows.selection.jobs import (
+    DescriptorMaker,
+    DirectMaker,
+    QBCMaker,
+    SelectionMaker,
+)
 from uq_flows.settings import get_settings
 from uq_flows.uncertainty import spearman
 
@@ -120,6 +130,8 @@ def iteration_job(config: LoopConfig, iteration: int, candidates: list[Structure
     after = after_fit_job(config, iteration, candidates, score.output, threshold.output, label.output,
                           merged.output, fit.output, dft_so_far)
     after.name = f"after fit {iteration}"
+    set_category(merged, "cpu")
+    set_category(after, "cpu")
     flow = Flow([score, threshold, label, merged, fit, after], output=after.output, name=f"iteration {iteration}")
     return Response(replace=_tagged(flow, config, iteration))
 
@@ -149,6 +161,8 @@ def after_fit_job(config: LoopConfig, iteration: int, candidates, uncertainty: U
     state = loop_state_job(config, iteration, len(candidates), uncertainty, routing, dataset, pool, fit,
                            select.output, dft_so_far)
     state.name = STATE_JOB
+    for light in (gather, select, state) + ((cago_seeds,) if config.explore.cago is not None else ()):
+        set_category(light, "cpu")
     flow = Flow([*jobs, gather, select, state], output=state.output, name=f"explore and select {iteration}")
     return Response(replace=_tagged(flow, config, iteration))
 
@@ -180,6 +194,7 @@ def select_job(config: LoopConfig, potentials: list[str], candidates: list[Struc
     ).make(candidates)
     pick = pick_selected(candidates, selection.output, config.select.max_candidates)
     pick.name = "selected candidates"
+    set_category(pick, "cpu")
     pick.config.on_missing_references = OnMissing.NONE  # nothing selectable: the loop stops with that reason
     return Response(replace=Flow([selection, pick], output=pick.output))
 
@@ -218,6 +233,7 @@ def loop_state_job(config: LoopConfig, iteration: int, n_candidates: int, uncert
         return Response(output=state)
     following = iteration_job(config, iteration + 1, next_candidates, pool, dft_total)
     following.name = f"iteration {iteration + 1}"
+    set_category(following, "cpu")
     return Response(output=state, addition=_tagged(Flow([following], output=following.output), config, iteration + 1))
 
 
@@ -262,7 +278,8 @@ def first_records(records: list | None, n: int) -> list:
 
 
 def _tagged(flow: Flow, config: LoopConfig, iteration: int) -> Flow:
-    flow.update_metadata({LOOP_KEY: config.name, "iteration": iteration}, dynamic=True)
+    flow.update_metadata({LOOP_KEY: config.name}, dynamic=True)  # every job the loop ever creates
+    flow.update_metadata({"iteration": iteration}, dynamic=False)  # later iterations carry their own
     return flow
 
 
@@ -281,5 +298,5 @@ class LoopMaker(Maker):
             raise ValueError("the loop needs initial candidates")
         first = iteration_job(config, 0, candidates, None, 0)
         first.name = "iteration 0"
-        _set_category(first, "cpu")
+        set_category(first, "cpu")
         return _tagged(Flow([first], output=first.output, name=f"{self.name} {config.name}"), config, 0)

@@ -24,8 +24,9 @@ from jobflow import Flow, Job, Maker, OnMissing, Response, job
 from pydantic import BaseModel
 from pymatgen.io.vasp import Kpoints
 
-from uq_flows.ensemble.jobs import UncertaintyDocument, _set_category
+from uq_flows.ensemble.jobs import UncertaintyDocument
 from uq_flows.ensemble.members import parse_member
+from uq_flows.flows.categories import set_category
 from uq_flows.labeling.assembly import DistilledDataset, assemble_dataset
 from uq_flows.labeling.cp2k import Cp2kLabeller, Cp2kSettings
 from uq_flows.labeling.labels import DFT, REJECTED, TEACHER, Label
@@ -87,7 +88,7 @@ class Cp2kLabelMaker(Maker):
     def make(self, structure: StructureRecord, U: float | None = None) -> Job:
         new_job = cp2k_label(structure, self.settings, U)
         new_job.name = f"{self.name} {structure.id}"
-        return _set_category(new_job, self.category)
+        return set_category(new_job, self.category)
 
 
 @job(data=LABEL_DATA)
@@ -111,7 +112,7 @@ class CalculatorLabelMaker(Maker):
     def make(self, structure: StructureRecord, U: float | None = None) -> Job:
         new_job = calculator_label(structure, self.calculator, U)
         new_job.name = f"{self.name} {structure.id}"
-        return _set_category(new_job, self.category)
+        return set_category(new_job, self.category)
 
 
 @job(data=LABEL_DATA)
@@ -136,7 +137,7 @@ class TeacherLabelMaker(Maker):
     def make(self, structures: list[StructureRecord]) -> Job:
         new_job = teacher_label_job(structures, self.energy_from, self.forces_from, self.device)
         new_job.name = self.name
-        return _set_category(new_job, self.category)
+        return set_category(new_job, self.category)
 
 
 @dataclass
@@ -194,7 +195,7 @@ class VaspStaticMaker(StaticMaker):
         maker = dataclasses.replace(self, input_set_generator=generator, incar_overrides={}, kpoints_overrides=None)
         new_job = maker.run_static(structure, prev_dir)
         new_job.name = self.name
-        return _set_category(new_job, self.category)
+        return set_category(new_job, self.category)
 
     @job(data=_DATA_OBJECTS)
     def run_static(self, structure, prev_dir: str | Path | None = None):
@@ -246,7 +247,7 @@ class VaspLabelMaker(Maker):
         label = vasp_label(static.output, structure, f"{static.name!r} ({static.uuid})", {"U": U})
         label.name = f"{self.name} {structure.id}"
         label.config.on_missing_references = OnMissing.NONE
-        _set_category(label, self.category)
+        set_category(label, self.category)
         return Flow([static, label], output=label.output, name=f"{self.name} {structure.id}")
 
 
@@ -338,7 +339,7 @@ class ThresholdMaker(Maker):
         if self.target_force_rmse is None:
             new_job = route_job(uncertainty, self.uc, self.dft_budget)
             new_job.name = self.name
-            return _set_category(new_job, self.category)
+            return set_category(new_job, self.category)
         sample = set(audit_sample([s.id for s in structures], self.audit_size, self.seed))
         audited = [s for s in structures if s.id in sample]
         dft_jobs = [self.audit_dft_maker.make(s) for s in audited]
@@ -347,7 +348,7 @@ class ThresholdMaker(Maker):
                                      self.target_force_rmse, self.dft_budget)
         decide.name = f"{self.name} from audit"
         decide.config.on_missing_references = OnMissing.NONE
-        _set_category(decide, self.category)
+        set_category(decide, self.category)
         return Flow([*dft_jobs, teacher, decide], output=decide.output, name=self.name)
 
 
@@ -378,7 +379,7 @@ class AssembleMaker(Maker):
                                self.loop)
         new_job.name = self.name
         new_job.config.on_missing_references = OnMissing.NONE
-        return _set_category(new_job, self.category)
+        return set_category(new_job, self.category)
 
 
 @job
@@ -425,4 +426,4 @@ class LabelStageMaker(Maker):
             raise ValueError(f"min_distance must be a non-negative number, got {self.min_distance}")
         new_job = label_stage_job(structures, routing, self)
         new_job.name = self.name
-        return _set_category(new_job, self.category)
+        return set_category(new_job, self.category)

@@ -28,6 +28,22 @@ if TYPE_CHECKING:
 _RUNNABLE = ("READY", "RUNNING", "RESERVED")
 
 
+UNCATEGORISED_QUEUE = "cpu"
+
+
+def worker_selection(category: str | None, scope: dict | None = None) -> dict:
+    """FWorker ``category`` and ``query`` for a queue.
+
+    jobflow adds small bookkeeping fireworks of its own when a job replaces itself with a
+    flow (``store_inputs``); they carry no category, so the ``cpu`` queue takes them too.
+    """
+    scope = dict(scope or {})
+    if category == UNCATEGORISED_QUEUE:
+        either = [{"spec._category": category}, {"spec._category": {"$exists": False}}]
+        return {"category": "", "query": {**scope, "$or": either}}
+    return {"category": category or "", "query": scope}
+
+
 def run_worker(
     lp: LaunchPad,
     category: str | None = None,
@@ -60,7 +76,7 @@ def run_worker(
                 break
             # a loop's workflows grow when jobs replace themselves: rescope every time
             scope = {} if loop is None else {"fw_id": {"$in": loop_fw_ids(lp, loop)}}
-            fworker = FWorker(name=name or f"uq-flows-{category or 'any'}", category=category or "", query=scope)
+            fworker = FWorker(name=name or f"uq-flows-{category or 'any'}", **worker_selection(category, scope))
             if lp.run_exists(fworker):
                 idle = 0
                 workdir = create_datestamp_dir(str(root), logger, prefix="launcher_")

@@ -22,6 +22,7 @@ from pydantic import BaseModel, Field
 from uq_flows.ensemble.members import MemberSpec, load_calculator
 from uq_flows.ensemble.predict import MemberPredictions, predict_member
 from uq_flows.ensemble.scoring import concatenate_predictions
+from uq_flows.flows.categories import set_category
 from uq_flows.records import StructureRecord
 from uq_flows.selection.committee import ACE_FACTORY, member_version, parse_committee
 from uq_flows.selection.coverage import feature_coverage
@@ -33,10 +34,6 @@ from uq_flows.settings import get_settings
 PREDICTION_DATA = ["energies", "forces", "stresses"]
 
 
-def _set_category(new_job: Job, category: str | None) -> Job:
-    if category:
-        new_job.update_config({"manager_config": {"_category": category}})
-    return new_job
 
 
 def _selection_category() -> str:
@@ -283,7 +280,7 @@ class QBCMaker(Maker):
             for c, chunk in enumerate(chunks):
                 predict = committee_chunk(spec.as_dict(), chunk, self.device)
                 predict.name = f"{self.name} {spec.name} {c + 1}/{n_chunks}"
-                jobs.append(_set_category(predict, category))
+                jobs.append(set_category(predict, category))
                 predictions[spec.name].append(predict.output)
         combine = qbc(
             [s.id for s in structures], [list(s.numbers) for s in structures], [len(c) for c in chunks],
@@ -291,7 +288,7 @@ class QBCMaker(Maker):
         )
         combine.name = self.name
         combine.config.on_missing_references = OnMissing.NONE
-        jobs.append(_set_category(combine, self.category))
+        jobs.append(set_category(combine, self.category))
         return Flow(jobs, output=combine.output, name=self.name)
 
 
@@ -309,7 +306,7 @@ class DescriptorMaker(Maker):
         parse_descriptor(self.descriptor)  # fail early on unknown names
         new_job = describe(structures, self.descriptor, keep, self.device, self.cache)
         new_job.name = self.name
-        return _set_category(new_job, self.category)
+        return set_category(new_job, self.category)
 
 
 @dataclass
@@ -334,7 +331,7 @@ class DirectMaker(Maker):
     def make(self, descriptors, n_candidates: int, candidate_ids=None, n_atoms=None, qbc_document=None) -> Job:
         new_job = direct(descriptors, n_candidates, self.config(), candidate_ids, n_atoms, qbc_document, self.n_bins)
         new_job.name = self.name
-        return _set_category(new_job, self.category)
+        return set_category(new_job, self.category)
 
 
 @dataclass

@@ -8,6 +8,7 @@ configuration's atom count and sums to N_total. Per-member energies have shape (
 from __future__ import annotations
 
 import math
+
 import numpy as np
 
 from uq_flows.errors import InputError

@@ -9,7 +9,13 @@ from __future__ import annotations
 import numpy as np
 
 from uq_flows.errors import InputError
-from uq_flows.uncertainty._checks import as_float_array, check_forces, check_n_atoms, segment_max, squared_deviation
+from uq_flows.uncertainty._checks import (
+    as_float_array,
+    check_forces,
+    check_n_atoms,
+    segment_max,
+    squared_deviation,
+)
 
 
 def energy_committee_uncertainty(energies) -> np.ndarray:

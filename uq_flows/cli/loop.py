@@ -1,0 +1,259 @@
+"""Commands of the loop: run (embedded, in-process), submit (to a launchpad), status, results."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from uq_flows.cli.common import (
+    JsonOption,
+    app,
+    emit,
+    err,
+    fail,
+    fmt,
+    guard,
+    quiet_stdout,
+)
+
+STATES = {"COMPLETED": "completed", "FIZZLED": "failed", "DEFUSED": "stopped", "PAUSED": "stopped"}
+ConfigArgument = Annotated[Path, typer.Argument(help="Loop configuration (YAML), e.g. workflows/demo.yaml.")]
+
+
+def _prepare(config_path: Path):
+    """Config, loop id, initial candidates and the flow; executables checked; nothing submitted."""
+    from uq_flows.explore.generators import starting_set
+    from uq_flows.flows.config import load_config
+    from uq_flows.flows.loop import LoopMaker
+    from uq_flows.io import read_many
+    from uq_flows.manager.doctor import find_program, require_executables
+    from uq_flows.records import records_from_atoms
+
+    config = load_config(config_path)
+    if config.dft.labeller == "cp2k" and config.dft.fallback_calculator and not find_program(config.required_executables()[0]):
+        err.print(f"[bold yellow]NOTE: CP2K is not installed; high-U structures are labelled by the stand-in "
+                  f"{config.dft.fallback_calculator}, NOT by DFT (install: apt-get install cp2k cp2k-data)[/]",
+                  highlight=False)
+        config = config.model_copy(update={"dft": config.dft.model_copy(
+            update={"labeller": "calculator", "calculator": config.dft.fallback_calculator})})
+    require_executables(config.required_executables())
+    structures = read_many(config.structures) if config.structures else []
+    if config.generate is not None:
+        g = config.generate
+        structures += starting_set(config.elements, g.n, g.max_atoms, g.seed, g.kinds)
+    loop = f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    config = config.model_copy(update={"name": loop})
+    candidates = records_from_atoms(structures)
+    return config, LoopMaker().make(config, candidates), len(candidates)
+
+
+@app.command()
+@guard
+def run(config: ConfigArgument, as_json: JsonOption = False) -> None:
+    """Run a whole loop here, on the embedded database (no server), rockets in-process."""
+    from uq_flows.manager.doctor import preflight
+    from uq_flows.manager.launchpad import close_launchpad
+    from uq_flows.manager.rocket import run_worker
+    from uq_flows.manager.submit import submit_flow
+
+    loop_config, flow, n_candidates = _prepare(config)
+    with quiet_stdout():
+        _, lp, store = preflight(executables=loop_config.required_executables())
+        submission = submit_flow(flow, lp, loop=loop_config.name)
+        err.print(f"loop {loop_config.name}: {n_candidates} candidates, running on this machine ...")
+        try:
+            run_worker(lp, None, loop=loop_config.name, idle_checks=1)
+            status = _status(lp, store, loop_config.name)
+        finally:
+            close_launchpad(lp)
+    payload = {"loop": loop_config.name, "workflow_id": submission.workflow_id, **status}
+    if as_json:
+        emit(payload)
+    else:
+        _status_table(status)
+
+
+@app.command()
+@guard
+def submit(
+    config: ConfigArgument,
+    launchpad: Annotated[Path | None, typer.Option("--launchpad", help="FireWorks launchpad YAML (credentials from ${ENV}).")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Add a loop to a launchpad for workers (qlaunch/rlaunch) to run; prints its id."""
+    from uq_flows.manager.doctor import preflight
+    from uq_flows.manager.launchpad import close_launchpad, launchpad_from_file
+    from uq_flows.manager.submit import submit_flow
+
+    loop_config, flow, n_candidates = _prepare(config)
+    with quiet_stdout():
+        settings, lp, _ = preflight(executables=loop_config.required_executables(), database=launchpad is None)
+        if launchpad is not None:
+            lp = launchpad_from_file(launchpad, settings.db_timeout_ms)
+        try:
+            submission = submit_flow(flow, lp, loop=loop_config.name)
+        finally:
+            close_launchpad(lp)
+    payload = {"loop": loop_config.name, "workflow_id": submission.workflow_id, "n_candidates": n_candidates,
+               "categories": submission.categories}
+    if as_json:
+        emit(payload)
+    else:
+        err.print(f"submitted loop {loop_config.name} (workflow {submission.workflow_id})")
+        typer.echo(loop_config.name)
+
+
+def _iterations(store, loop: str) -> list[dict]:
+    from monty.json import MontyDecoder
+
+    from uq_flows.flows.loop import LOOP_KEY, STATE_JOB
+
+    docs = store.query({"name": STATE_JOB, f"metadata.{LOOP_KEY}": loop}, properties=["output"])
+    rows = [MontyDecoder().process_decoded(d["output"]) for d in docs]
+    rows = [r.model_dump() if hasattr(r, "model_dump") else r for r in rows]
+    return sorted(rows, key=lambda r: r["iteration"])
+
+
+def _status(lp, store, loop: str | None) -> dict[str, Any]:
+    from uq_flows.manager.status import loop_status
+
+    loops = []
+    with store:
+        for entry in loop_status(lp, loop)["loops"]:
+            if entry["loop"] is None:
+                continue
+            iterations = _iterations(store, entry["loop"])
+            state = STATES.get(entry["state"], "running")
+            if state == "completed" and iterations and not iterations[-1]["converged"]:
+                state = "running"  # the next iteration has not been added yet
+            loops.append({"id": entry["loop"], "state": state, "iterations": iterations,
+                          "jobs": entry["categories"], "fizzled": entry["fizzled"]})
+    return {"loops": loops}
+
+
+def _status_table(status: dict[str, Any]) -> None:
+    for loop in status["loops"]:
+        table = Table(title=f"loop {loop['id']}: {loop['state']}")
+        for column in ("iter", "candidates", "high U", "DFT ok", "DFT failed", "teacher", "train E (meV/atom)",
+                       "train F (eV/Å)", "ρ(U, err)", "next", "decision"):
+            table.add_column(column, justify="right")
+        for it in loop["iterations"]:
+            energy = it["train_energy_rmse_per_atom"]
+            table.add_row(str(it["iteration"]), str(it["n_candidates"]), str(it["n_high_u"]), str(it["n_dft_ok"]),
+                          str(it["n_dft_failed"]), str(it["n_teacher"]),
+                          fmt(None if energy is None else 1000 * energy, 3), fmt(it["train_force_rmse"], 3),
+                          fmt(it["spearman_dft"], 2), str(it["n_next_candidates"]), it["reason"])
+        err.print(table)
+        jobs = ", ".join(f"{cat}: " + " ".join(f"{s.lower()} {n}" for s, n in states.items())
+                         for cat, states in loop["jobs"].items())
+        err.print(f"jobs by category: {jobs}", highlight=False)
+        for fizzled in loop["fizzled"]:
+            err.print(f"[red]failed job {fizzled['fw_id']} {fizzled['name']} ({fizzled['category']}): {fizzled['reason']}[/]",
+                      highlight=False)
+
+
+@app.command()
+@guard
+def status(
+    loop: Annotated[str | None, typer.Argument(help="Loop id (default: every loop).")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Per loop: state, and per iteration candidates, high-U, DFT done and failed, fit RMSEs, ρ."""
+    from uq_flows.manager.doctor import preflight
+    from uq_flows.manager.launchpad import close_launchpad
+
+    with quiet_stdout():
+        _, lp, store = preflight()
+        try:
+            result = _status(lp, store, loop)
+        finally:
+            close_launchpad(lp)
+    if loop is not None and not result["loops"]:
+        fail(f"no loop {loop!r} in the database")
+    if as_json:
+        emit(result)
+    else:
+        _status_table(result)
+
+
+@app.command()
+@guard
+def results(
+    out: Annotated[Path, typer.Option("--out", help="Output file.")],
+    output_format: Annotated[str, typer.Option("--format", help="extxyz, pacemaker or json.")],
+    loop: Annotated[str | None, typer.Argument(help="Loop id (default: the only loop).")] = None,
+    iteration: Annotated[int | None, typer.Option("--iteration", help="Only labels of this iteration.")] = None,
+    u_min: Annotated[float | None, typer.Option("--u-min", help="Only structures with U ≥ this (eV/Å).")] = None,
+    source: Annotated[str | None, typer.Option("--source", help="dft or teacher.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Export a loop's labelled structures (json: id, iteration, U, source, energy, forces)."""
+    from uq_flows.io import atomic_path, write_structures
+    from uq_flows.manager.doctor import preflight
+    from uq_flows.manager.launchpad import close_launchpad
+    from uq_flows.records import jsonable
+
+    suffixes = {"extxyz": (".xyz", ".extxyz"), "pacemaker": (".pkl.gz", ".pckl.gzip", ".pkl", ".pckl"), "json": (".json",)}
+    if output_format not in suffixes:
+        fail(f"--format must be one of {', '.join(suffixes)}")
+    if not out.name.lower().endswith(suffixes[output_format]):
+        fail(f"--out {out}: a {output_format} file must end in {' or '.join(suffixes[output_format])}")
+    if source not in (None, "dft", "teacher"):
+        fail("--source must be dft or teacher")
+    with quiet_stdout():
+        _, lp, store = preflight()
+        close_launchpad(lp)
+        with store:
+            loop = loop or _only_loop(store)
+            structures, labels = _labelled(store, loop)
+    chosen = [x for x in labels
+              if (iteration is None or x.iteration == iteration) and (source is None or x.kind == source)
+              and (u_min is None or (x.U is not None and x.U >= u_min) or (x.U is None and math.isinf(u_min)))]
+    if output_format == "json":
+        records = [{"id": x.id, "iteration": x.iteration, "U": x.U, "source": x.kind, "code": x.source,
+                    "energy": x.energy, "forces": x.forces} for x in chosen]
+        with atomic_path(out) as temporary:
+            temporary.write_text(json.dumps(jsonable(records)))
+    elif chosen:
+        write_structures(out, [x.to_atoms(structures[x.id]) for x in chosen], uq_id=[x.id for x in chosen],
+                         label_source=[x.kind for x in chosen], source=[x.source for x in chosen],
+                         U=[math.nan if x.U is None else x.U for x in chosen], iteration=[x.iteration for x in chosen])
+    else:
+        fail("no labelled structure matches; nothing written", 1)
+    payload = {"loop": loop, "out": str(out), "n_structures": len(chosen),
+               "by_source": {k: sum(x.kind == k for x in chosen) for k in ("dft", "teacher")}}
+    if as_json:
+        emit(payload)
+    else:
+        err.print(f"wrote {len(chosen)} structures of loop {loop} to {out}")
+
+
+def _only_loop(store) -> str:
+    from uq_flows.flows.loop import LOOP_KEY
+
+    loops = sorted({d["metadata"][LOOP_KEY] for d in store.query({f"metadata.{LOOP_KEY}": {"$exists": True}},
+                                                                  properties=["metadata"])})
+    if len(loops) != 1:
+        fail(f"name the loop: the database holds {len(loops)} ({', '.join(loops) or 'none'})")
+    return loops[0]
+
+
+def _labelled(store, loop: str):
+    """The newest training pool of the loop: every ok label with its structure."""
+    from monty.json import MontyDecoder
+
+    from uq_flows.flows.loop import LOOP_KEY
+
+    docs = list(store.query({"name": "training pool", f"metadata.{LOOP_KEY}": loop},
+                            properties=["output", "metadata"], load=True))
+    if not docs:
+        fail(f"loop {loop!r} has no labelled structures yet")
+    newest = max(docs, key=lambda d: d["metadata"].get("iteration", -1))
+    pool = MontyDecoder().process_decoded(newest["output"])
+    return {s.id: s.to_atoms() for s in pool.structures}, pool.labels
