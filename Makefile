@@ -10,7 +10,7 @@ MONGO_VENV := .venv-mongo
 # pyenv's python3.13 shim may not run: prefer the real interpreter
 PYTHON313 ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.13*/bin/python3.13) python3.13)
 
-.PHONY: setup cp2k fit-env bench-env mongo-env demo test test-fast benchmarks clean
+.PHONY: setup cp2k fit-env bench-env mongo-env demo score-examples test test-fast benchmarks clean
 
 setup: $(VENV)/.installed $(FIT_VENV)/.installed $(MONGO_VENV)/.installed cp2k
 fit-env: $(FIT_VENV)/.installed
@@ -54,6 +54,9 @@ cp2k:
 	  fi; }
 
 demo: setup
+	$(BIN)/uq-flows run workflows/demo.yaml
+
+score-examples: setup
 	$(BIN)/uq-flows score examples/structures $(addprefix --member ,$(MEMBERS)) --out scored.extxyz
 
 test: setup

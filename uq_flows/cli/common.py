@@ -33,7 +33,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-err = Console(stderr=True, soft_wrap=True)  # messages stay on one line for scripts
+# messages stay on one line for scripts; tables get room when stderr is not a terminal
+err = Console(stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() else 160)
 
 EXIT_PARTIAL = 1
 EXIT_BAD_INPUT = 2

@@ -32,11 +32,11 @@ def _prepare(config_path: Path):
     from uq_flows.flows.config import load_config
     from uq_flows.flows.loop import LoopMaker
     from uq_flows.io import read_many
-    from uq_flows.manager.doctor import find_program, require_executables
+    from uq_flows.manager.doctor import executable_command, find_program, require_executables
     from uq_flows.records import records_from_atoms
 
     config = load_config(config_path)
-    if config.dft.labeller == "cp2k" and config.dft.fallback_calculator and not find_program(config.required_executables()[0]):
+    if config.dft.labeller == "cp2k" and config.dft.fallback_calculator and not find_program(executable_command("cp2k")):
         err.print(f"[bold yellow]NOTE: CP2K is not installed; high-U structures are labelled by the stand-in "
                   f"{config.dft.fallback_calculator}, NOT by DFT (install: apt-get install cp2k cp2k-data)[/]",
                   highlight=False)
@@ -140,13 +140,13 @@ def _status(lp, store, loop: str | None) -> dict[str, Any]:
 def _status_table(status: dict[str, Any]) -> None:
     for loop in status["loops"]:
         table = Table(title=f"loop {loop['id']}: {loop['state']}")
-        for column in ("iter", "candidates", "high U", "DFT ok", "DFT failed", "teacher", "train E (meV/atom)",
+        for column in ("iter", "candidates", "high U", "DFT ok", "DFT failed", "rejected", "teacher", "train E (meV/atom)",
                        "train F (eV/Å)", "ρ(U, err)", "next", "decision"):
             table.add_column(column, justify="right")
         for it in loop["iterations"]:
             energy = it["train_energy_rmse_per_atom"]
             table.add_row(str(it["iteration"]), str(it["n_candidates"]), str(it["n_high_u"]), str(it["n_dft_ok"]),
-                          str(it["n_dft_failed"]), str(it["n_teacher"]),
+                          str(it["n_dft_failed"]), str(it["n_rejected"]), str(it["n_teacher"]),
                           fmt(None if energy is None else 1000 * energy, 3), fmt(it["train_force_rmse"], 3),
                           fmt(it["spearman_dft"], 2), str(it["n_next_candidates"]), it["reason"])
         err.print(table)

@@ -97,11 +97,9 @@ class LoopConfig(_Strict):
         return self
 
     def required_executables(self) -> list[str]:
-        if self.dft.labeller == "cp2k":
-            from uq_flows.settings import get_settings
-
-            return [get_settings().cp2k_command]
-        return []
+        """Programs the loop runs (``cp2k``, ``vasp``, ``pacemaker``); checked before submitting."""
+        needed = [self.dft.labeller] if self.dft.labeller in ("cp2k", "vasp") else []
+        return needed + (["pacemaker"] if not self.fit.linear else [])
 
 
 def load_config(path: str | Path) -> LoopConfig:

@@ -75,6 +75,7 @@ class IterationSummary(BaseModel):
     n_high_u: int
     n_dft_ok: int
     n_dft_failed: int
+    n_rejected: int = Field(description="Screened out: atoms too close, or forces above the maximum.")
     n_teacher: int
     n_deferred: int
     dft_total: int
@@ -222,7 +223,8 @@ def loop_state_job(config: LoopConfig, iteration: int, n_candidates: int, uncert
     reason = _stop_reason(config, iteration, dft_total, high_u / max(n_candidates, 1), metrics, next_candidates)
     state = IterationSummary(
         loop=config.name, iteration=iteration, n_candidates=n_candidates, n_high_u=high_u,
-        n_dft_ok=summary.n_dft, n_dft_failed=sum(x.status == "failed" for x in dft_labels), n_teacher=summary.n_teacher,
+        n_dft_ok=summary.n_dft, n_dft_failed=sum(x.status == "failed" for x in dft_labels),
+        n_rejected=summary.n_rejected, n_teacher=summary.n_teacher,
         n_deferred=summary.n_deferred, dft_total=dft_total, n_training=len(pool.labels),
         train_energy_rmse_per_atom=metrics.train_energy_rmse_per_atom, train_force_rmse=metrics.train_force_rmse,
         test_energy_rmse_per_atom=metrics.test_energy_rmse_per_atom, test_force_rmse=metrics.test_force_rmse,

@@ -1,0 +1,91 @@
+"""The loop from the command line on the embedded default: FireWorks rockets in-process."""
+
+import json
+
+import pytest
+import yaml
+
+from tests.cli_helpers import run, run_json
+
+BASE = {
+    "name": "cu",
+    "elements": ["Cu"],
+    "members": ["chgnet-0.3.0", "chgnet-0.2.0"],
+    "uc": 0.15,
+    "generate": {"n": 4, "max_atoms": 8, "kinds": ["strained", "vacancies", "pairs"]},
+    "dft": {"labeller": "calculator"},
+    "fit": {"backend": "linear", "n_functions": 8, "ensemble_size": 3},
+    "explore": {"n_seeds": 2, "md": {"steps": 60, "snapshot_every": 20}, "cago": {"max_steps": 5},
+                "n_cago_members": 2, "max_cago_seeds": 3},
+    "select": {"max_candidates": 6},
+    "convergence": {"max_iterations": 2},
+}
+
+
+def write_config(tmp_path, **changes):
+    config = json.loads(json.dumps(BASE))
+    for key, value in changes.items():
+        config[key] = value
+    path = tmp_path / "loop.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.mark.slow
+def test_run_status_results_with_consistent_counts(tmp_path):
+    result = run_json("run", write_config(tmp_path))
+    (loop,) = result["loops"]
+    assert loop["id"] == result["loop"] and loop["state"] == "completed"
+    first, second = loop["iterations"]
+    assert (first["iteration"], second["iteration"]) == (0, 1) and second["converged"]
+    for it in (first, second):  # every candidate is routed exactly once
+        assert it["n_dft_ok"] + it["n_dft_failed"] + it["n_teacher"] + it["n_deferred"] <= it["n_candidates"]
+        assert it["n_high_u"] >= it["n_dft_ok"] and it["train_force_rmse"] > 0
+    assert second["n_candidates"] == first["n_next_candidates"]
+    assert {"gpu", "cpu"} <= set(loop["jobs"]) and loop["fizzled"] == []
+
+    assert run_json("status", loop["id"])["loops"][0]["iterations"] == loop["iterations"]
+    everything = run_json("results", loop["id"], "--format", "json", "--out", tmp_path / "all.json")
+    records = json.loads((tmp_path / "all.json").read_text())
+    ids = [r["id"] for r in records]
+    assert len(ids) == len(set(ids)) == everything["n_structures"] == second["n_training"]
+    assert everything["by_source"]["dft"] == first["n_dft_ok"] + second["n_dft_ok"]
+    assert {r["iteration"] for r in records} == {0, 1}
+    teacher = run_json("results", loop["id"], "--format", "extxyz", "--source", "teacher", "--iteration", "0",
+                       "--out", tmp_path / "teacher.extxyz")
+    assert teacher["n_structures"] == first["n_teacher"] and (tmp_path / "teacher.extxyz").exists()
+    assert all(r["U"] >= 0.15 for r in records if r["source"] == "dft" and r["U"] is not None)
+
+
+@pytest.mark.slow
+def test_a_permanently_failing_reference_does_not_stop_the_loop(tmp_path):
+    config = write_config(tmp_path, dft={"labeller": "calculator", "min_success_fraction": 0.3,
+                                         "calculator": "ase:tests.flows.calculators:FailsOnOddCells"}, uc=0.0)
+    (loop,) = run_json("run", config)["loops"]
+    assert loop["state"] == "completed" and len(loop["iterations"]) == 2
+    first = loop["iterations"][0]
+    assert first["n_dft_failed"] >= 1 and first["n_dft_ok"] >= 1  # the vacancy cells failed, the rest went on
+
+
+def test_bad_config_missing_executable_and_unreachable_database_submit_nothing(tmp_path, monkeypatch):
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("name: [unclosed")
+    assert "not valid YAML" in run("run", broken, expect=2).stderr
+    assert "members" in run("run", write_config(tmp_path, members=["chgnet-0.3.0"]), expect=2).stderr
+
+    monkeypatch.setenv("UQ_FLOWS_CP2K_COMMAND", "no-such-cp2k")
+    cp2k = write_config(tmp_path, dft={"labeller": "cp2k"})
+    missing = run("submit", cp2k, expect=2).stderr
+    assert "no-such-cp2k" in missing and "unknown executable" not in missing
+    monkeypatch.delenv("UQ_FLOWS_CP2K_COMMAND")
+
+    monkeypatch.setenv("UQ_FLOWS_DB_URI", "mongodb://127.0.0.1:9/uq")  # nothing listens on port 9
+    monkeypatch.setenv("UQ_FLOWS_DB_TIMEOUT_MS", "500")
+    from uq_flows.settings import get_settings
+
+    get_settings.cache_clear()
+    message = run("submit", write_config(tmp_path), expect=2).stderr
+    assert "cannot reach the launchpad database at mongodb://127.0.0.1:9" in message
+    monkeypatch.delenv("UQ_FLOWS_DB_URI")
+    get_settings.cache_clear()
+    assert run_json("status")["loops"] == []  # the embedded launchpad never saw a workflow
