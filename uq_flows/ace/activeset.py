@@ -22,7 +22,7 @@ import numpy as np
 from ase import Atoms
 
 from uq_flows.ace.data import TrainingSet
-from uq_flows.ace.potential import AceCalculator
+from uq_flows.ace.potential import AceCalculator, evaluate_each
 from uq_flows.errors import InputError
 from uq_flows.io import atomic_path
 
@@ -138,15 +138,4 @@ def extrapolation_grades(potential: str | Path, structures: Sequence[Atoms],
                          active_set: str | Path) -> list[np.ndarray]:
     """γ per atom of every structure, from pyace's evaluator with the active set loaded."""
     calculator = AceCalculator(potential, active_set)
-    for index, atoms in enumerate(structures):  # fail before any work on an unknown element
-        try:
-            calculator.check_elements(atoms)
-        except InputError as error:
-            raise InputError(f"{atoms.info.get('uq_source', f'structure {index}')}: {error}") from None
-    out = []
-    for atoms in structures:
-        copy = Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
-        copy.calc = calculator
-        copy.get_potential_energy()
-        out.append(np.array(calculator.results["gamma"], dtype=float))
-    return out
+    return [np.array(results["gamma"], dtype=float) for _, results in evaluate_each(calculator, structures)]

@@ -25,7 +25,7 @@ from ase import Atoms
 
 from uq_flows.ace.activeset import Projections, maxvol_inverse, training_projections
 from uq_flows.ace.data import TrainingSet
-from uq_flows.ace.potential import AceCalculator
+from uq_flows.ace.potential import AceCalculator, evaluate_each
 from uq_flows.errors import InputError
 from uq_flows.io import atomic_path
 
@@ -154,16 +154,8 @@ def local_extrapolation_grades(potential: str | Path, local: LocalActiveSet,
                                structures: Sequence[Atoms]) -> list[np.ndarray]:
     """γ_local per atom = min over clusters of γ_c (paper 000 §3.5)."""
     calculator = AceCalculator(potential)
-    for index, atoms in enumerate(structures):
-        try:
-            calculator.check_elements(atoms)
-        except InputError as error:
-            raise InputError(f"{atoms.info.get('uq_source', f'structure {index}')}: {error}") from None
     out = []
-    for atoms in structures:
-        copy = Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
-        copy.calc = calculator
-        copy.get_potential_energy()
+    for copy, _ in evaluate_each(calculator, structures):
         symbols = copy.get_chemical_symbols()
         projections = calculator.projections()
         out.append(np.array([local.atom_grades(s, p).min() for s, p in zip(symbols, projections)]))

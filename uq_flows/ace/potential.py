@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -186,3 +187,17 @@ def predict(calculator: AceCalculator, structures) -> tuple[np.ndarray, list[np.
         energies.append(copy.get_potential_energy())
         forces.append(copy.get_forces())
     return np.array(energies), forces
+
+
+def evaluate_each(calculator: AceCalculator, structures: Sequence[Atoms]):
+    """Yield (atoms, results) per structure, after checking every structure's elements first."""
+    for index, atoms in enumerate(structures):  # fail before any work on an unknown element
+        try:
+            calculator.check_elements(atoms)
+        except InputError as error:
+            raise InputError(f"{atoms.info.get('uq_source', f'structure {index}')}: {error}") from None
+    for atoms in structures:
+        copy = Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
+        copy.calc = calculator
+        copy.get_potential_energy()
+        yield copy, calculator.results

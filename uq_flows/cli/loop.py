@@ -32,7 +32,11 @@ def _prepare(config_path: Path):
     from uq_flows.flows.config import load_config
     from uq_flows.flows.loop import LoopMaker
     from uq_flows.io import read_many
-    from uq_flows.manager.doctor import executable_command, find_program, require_executables
+    from uq_flows.manager.doctor import (
+        executable_command,
+        find_program,
+        require_executables,
+    )
     from uq_flows.records import records_from_atoms
 
     config = load_config(config_path)

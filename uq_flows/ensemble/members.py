@@ -91,7 +91,7 @@ class MemberSpec:
         except metadata.PackageNotFoundError:
             text = f"{package} (not installed) / {self.model}"
         if self.kind == "mace":
-            digest = _file_digest(self.model)
+            digest = file_digest(self.model)
             if digest:
                 text += f" (sha256 {digest})"
         return text
@@ -320,12 +320,13 @@ def _distributions() -> dict[str, list[str]]:
     return metadata.packages_distributions()  # scans every installed package: slow, cache it
 
 
-def _file_digest(path: str) -> str | None:
+def file_digest(path: str | Path) -> str | None:
+    """First 12 hex digits of a file's SHA-256 (cached by size and mtime); None if unreadable."""
     try:
         stat = Path(path).stat()
     except OSError:
         return None
-    return _digest(path, stat.st_size, stat.st_mtime_ns)
+    return _digest(str(path), stat.st_size, stat.st_mtime_ns)
 
 
 @lru_cache(maxsize=64)

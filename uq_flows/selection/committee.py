@@ -9,16 +9,19 @@ member runs through ``uq_flows.ensemble.predict_member`` with its per-structure 
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Sequence
-from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 
 from ase import Atoms
 from ase.calculators.calculator import BaseCalculator
 
-from uq_flows.ensemble.members import MemberSpec, load_calculator, parse_member
+from uq_flows.ensemble.members import (
+    MemberSpec,
+    file_digest,
+    load_calculator,
+    parse_member,
+)
 from uq_flows.ensemble.predict import MemberPredictions, predict_member
 from uq_flows.errors import InputError, MemberError, UqFlowsError
 
@@ -101,20 +104,6 @@ def member_version(spec: MemberSpec) -> str:
             version = "(not installed)"
         return f"python-ace {version} / {path} (sha256 {file_digest(path)})"
     return spec.version
-
-
-def file_digest(path: str | Path) -> str:
-    stat = Path(path).stat()
-    return _digest(str(path), stat.st_size, stat.st_mtime_ns)
-
-
-@lru_cache(maxsize=64)
-def _digest(path: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:12]
 
 
 def committee_predictions(

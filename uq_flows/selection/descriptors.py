@@ -38,13 +38,13 @@ from ase import Atoms
 
 from uq_flows.ensemble.members import (
     MemberSpec,
+    file_digest,
     load_calculator,
     parse_member,
     supported_numbers,
 )
 from uq_flows.errors import InputError, MemberError, UqFlowsError
 from uq_flows.records import structure_id
-from uq_flows.selection.committee import file_digest
 from uq_flows.settings import get_settings
 
 logger = logging.getLogger(__name__)
