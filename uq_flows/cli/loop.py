@@ -57,6 +57,14 @@ def _prepare(config_path: Path):
     return config, LoopMaker().make(config, candidates), len(candidates)
 
 
+def _launch_folder(config) -> Path:
+    from uq_flows.flows.loop import loop_folder
+
+    folder = loop_folder(config) / "launches"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 @app.command()
 @guard
 def run(config: ConfigArgument, as_json: JsonOption = False) -> None:
@@ -72,7 +80,7 @@ def run(config: ConfigArgument, as_json: JsonOption = False) -> None:
         submission = submit_flow(flow, lp, loop=loop_config.name)
         err.print(f"loop {loop_config.name}: {n_candidates} candidates, running on this machine ...")
         try:
-            run_worker(lp, None, loop=loop_config.name, idle_checks=1)
+            run_worker(lp, None, loop=loop_config.name, idle_checks=1, launch_dir=_launch_folder(loop_config))
             status = _status(lp, store, loop_config.name)
         finally:
             close_launchpad(lp)
