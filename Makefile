@@ -59,7 +59,7 @@ demo: setup
 score-examples: setup
 	$(BIN)/uq-flows score examples/structures $(addprefix --member ,$(MEMBERS)) --out scored.extxyz
 
-test: setup
+test: setup bench-env
 	$(BIN)/python -m pytest
 
 test-fast: setup
