@@ -128,7 +128,7 @@ def _iterations(store, loop: str) -> list[dict]:
 
     docs = store.query({"name": STATE_JOB, f"metadata.{LOOP_KEY}": loop}, properties=["output"])
     rows = [MontyDecoder().process_decoded(d["output"]) for d in docs]
-    rows = [r.model_dump() if hasattr(r, "model_dump") else r for r in rows]
+    rows = [r.model_dump(exclude={"continuation"}) if hasattr(r, "model_dump") else r for r in rows]
     return sorted(rows, key=lambda r: r["iteration"])
 
 

@@ -96,17 +96,23 @@ def resume(
                     highlight=False,
                 )
 
-            # the loop's rebuild hook (uq_flows.manager.resume.Rebuild) is passed as rebuild=... here
+            from uq_flows.flows.loop import rebuild_loop
+
             reports = watch_loop(
                 lp, loop, interval=watch or 0.0, iterations=(1 if watch is None else iterations),
-                after_pass=after_pass, on_report=on_report,
+                after_pass=after_pass, on_report=on_report, rebuild=rebuild_loop,
                 max_retries=max_retries, backoff=backoff, lost_after=lost_after,
             )
             status = loop_status(lp, loop)
             where = describe_launchpad(lp)
         finally:
             close_launchpad(lp)
-    exhausted = {row["fw_id"]: row for report in reports for row in report.exhausted}
+    rebuilt = {name: result for report in reports for name, result in report.rebuilt.items()}
+    defused = {fw_id for result in rebuilt.values() for fw_id in result.get("defused", [])}
+    exhausted = {row["fw_id"]: row for report in reports for row in report.exhausted if row["fw_id"] not in defused}
+    for name, result in rebuilt.items():
+        err.print(f"loop {name}: rebuilt iteration {result['iteration']} (reusing {result['reused_dft_labels']} "
+                  f"DFT labels; defused {len(result['defused'])} failed jobs)", highlight=False)
     for entry in status["loops"]:
         err.print(f"loop {entry['loop']}: {entry['state']} {entry['states']}", highlight=False)
     for row in exhausted.values():
@@ -119,6 +125,7 @@ def resume(
             "rerun": sum(len(r.rerun) for r in reports),
             "launched_here": sum(launched),
             "exhausted": list(exhausted.values()),
+            "rebuilt": rebuilt,
             "reports": [r.as_dict() for r in reports],
             "status": status,
         })

@@ -88,6 +88,7 @@ class IterationSummary(BaseModel):
     n_next_candidates: int
     converged: bool
     reason: str
+    continuation: dict | None = Field(None, description="What rebuild_loop needs: config, next candidates.")
 
 
 def dft_maker(config: LoopConfig):
@@ -110,8 +111,12 @@ def merge_pool(pool: TrainingPool | None, structures: list[StructureRecord], dat
 
 @job
 def iteration_job(config: LoopConfig, iteration: int, candidates: list[StructureRecord], pool: TrainingPool | None,
-                  dft_so_far: int) -> Response:
-    """Replace itself with score → threshold → label → pool → fit → after-fit."""
+                  dft_so_far: int, known_labels: list[Label] | None = None) -> Response:
+    """Replace itself with score → threshold → label → pool → fit → after-fit.
+
+    ``known_labels``: DFT labels an earlier, broken attempt at this iteration produced; they
+    are used instead of running DFT again (see ``rebuild_loop``).
+    """
     budget = config.convergence.dft_budget_per_iteration
     if config.convergence.dft_budget_total is not None:
         left = max(0, config.convergence.dft_budget_total - dft_so_far)
@@ -119,22 +124,38 @@ def iteration_job(config: LoopConfig, iteration: int, candidates: list[Structure
     score = EnsembleScoreMaker(members=config.members, chunk_size=config.chunk_size,
                                combine_maker=CombineUncertaintyMaker(weights=config.weights)).make(candidates)
     threshold = ThresholdMaker(uc=config.uc, dft_budget=budget).make(candidates, score.output)
+    stages = [score, threshold]
+    routing = threshold.output
+    if known_labels:
+        reuse = reuse_labels(threshold.output, known_labels)
+        reuse.name = "reuse labels"
+        stages.append(set_category(reuse, "cpu"))
+        routing = reuse.output
     label = LabelStageMaker(
         dft_maker=dft_maker(config),
         teacher_maker=TeacherLabelMaker(energy_from=config.teacher.energy_from, forces_from=config.teacher.forces_from),
         assemble_maker=AssembleMaker(min_success_fraction=config.dft.min_success_fraction, iteration=iteration,
                                      loop=config.name),
-    ).make(candidates, threshold.output)
+    ).make(candidates, routing)
     merged = merge_pool(pool, candidates, label.output)
     merged.name = "training pool"
     fit = AceFitMaker(options=config.fit).make(merged.output.structures, merged.output.labels)
-    after = after_fit_job(config, iteration, candidates, score.output, threshold.output, label.output,
+    after = after_fit_job(config, iteration, candidates, score.output, routing, label.output,
                           merged.output, fit.output, dft_so_far)
     after.name = f"after fit {iteration}"
     set_category(merged, "cpu")
     set_category(after, "cpu")
-    flow = Flow([score, threshold, label, merged, fit, after], output=after.output, name=f"iteration {iteration}")
+    flow = Flow([*stages, label, merged, fit, after], output=after.output, name=f"iteration {iteration}")
     return Response(replace=_tagged(flow, config, iteration))
+
+
+@job
+def reuse_labels(routing: RoutingDocument, known: list[Label]) -> RoutingDocument:
+    """DFT labels already made for structures routed to DFT count as done: none is computed twice."""
+    dft_ids = {r.id for r in routing.routes if r.route == "dft"}
+    have = {x.id for x in routing.audit_labels}
+    reused = [x for x in known if x.ok and x.id in dft_ids and x.id not in have]
+    return routing.model_copy(update={"audit_labels": [*routing.audit_labels, *reused]})
 
 
 @job
@@ -230,6 +251,7 @@ def loop_state_job(config: LoopConfig, iteration: int, n_candidates: int, uncert
         test_energy_rmse_per_atom=metrics.test_energy_rmse_per_atom, test_force_rmse=metrics.test_force_rmse,
         spearman_dft=_rho_on_dft(uncertainty, dataset), n_next_candidates=len(next_candidates),
         converged=reason is not None, reason=reason or "continuing",
+        continuation=None if reason is not None else {"config": config, "next_candidates": next_candidates},
     )
     if reason is not None:
         return Response(output=state)
@@ -302,3 +324,62 @@ class LoopMaker(Maker):
         first.name = "iteration 0"
         set_category(first, "cpu")
         return _tagged(Flow([first], output=first.output, name=f"{self.name} {config.name}"), config, 0)
+
+
+DFT_LABEL_JOBS = r"^(cp2k label|reference label|vasp label) "
+
+
+def rebuild_loop(lp, loop: str) -> dict | None:
+    """Continue a loop whose flow cannot go on (a job failed for good), from its newest state.
+
+    Called by ``uq-flows resume`` after the reruns. Nothing happens while any job of the loop
+    can still run, or when the loop converged. Otherwise the broken fireworks are defused and
+    the next iteration is submitted again: from the newest loop-state document, or for
+    iteration 0 from the first job's own inputs. Every ok DFT label the loop already made is
+    reused, so no structure goes to DFT twice.
+    """
+    from monty.json import MontyDecoder
+
+    from uq_flows.manager.status import loop_status
+    from uq_flows.manager.stores import open_jobstore
+    from uq_flows.manager.submit import loop_fw_ids, submit_flow
+
+    entries = loop_status(lp, loop)["loops"]
+    first = lp.fireworks.find_one({"fw_id": {"$in": loop_fw_ids(lp, loop)}, "name": "iteration 0"})
+    if not entries or first is None:  # not a uq-flows loop (or nothing submitted): not ours to rebuild
+        return None
+    states = entries[0]["states"]
+    # WAITING jobs below a failed one never become ready: only READY/RUNNING/RESERVED can go on
+    if any(states.get(s) for s in ("READY", "RUNNING", "RESERVED")) or not states.get("FIZZLED"):
+        return None
+    decode = MontyDecoder().process_decoded
+    store = open_jobstore()
+    with store:
+        summaries = [decode(d["output"]) for d in store.query({"name": STATE_JOB, f"metadata.{LOOP_KEY}": loop},
+                                                             properties=["output"])]
+        known = [decode(d["output"]) for d in store.query(
+            {"name": {"$regex": DFT_LABEL_JOBS}, f"metadata.{LOOP_KEY}": loop}, properties=["output"], load=True)]
+        pools = {d["metadata"].get("iteration"): d for d in store.query(
+            {"name": "training pool", f"metadata.{LOOP_KEY}": loop}, properties=["output", "metadata"], load=True)}
+    newest = max(summaries, key=lambda state: state.iteration, default=None)
+    if newest is not None and newest.converged:
+        return None
+    if newest is None:
+        config, iteration, candidates, pool, dft_so_far = decode(first["spec"]["_tasks"][0]["job"]["function_args"])[:5]
+    else:
+        config, candidates = newest.continuation["config"], newest.continuation["next_candidates"]
+        iteration, dft_so_far = newest.iteration + 1, newest.dft_total
+        pool = decode(pools[newest.iteration]["output"])
+    known = [label for label in known if isinstance(label, Label) and label.ok]
+    broken = [fw["fw_id"] for fw in lp.fireworks.find({"fw_id": {"$in": loop_fw_ids(lp, loop)}, "state": "FIZZLED"},
+                                                      {"fw_id": 1})]
+    stuck = [fw["fw_id"] for fw in lp.fireworks.find({"fw_id": {"$in": loop_fw_ids(lp, loop)}, "state": "WAITING"},
+                                                     {"fw_id": 1})]
+    for fw_id in broken + stuck:
+        lp.defuse_fw(fw_id)
+    again = iteration_job(config, iteration, candidates, pool, dft_so_far, known)
+    again.name = f"iteration {iteration}"
+    set_category(again, "cpu")
+    submission = submit_flow(_tagged(Flow([again], output=again.output), config, iteration), lp, loop=loop)
+    return {"iteration": iteration, "defused": broken + stuck, "reused_dft_labels": len(known),
+            "workflow_id": submission.workflow_id}
