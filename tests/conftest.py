@@ -1,4 +1,4 @@
-"""Shared fixtures: small labelled datasets made on the fly (nothing read from ../shared)."""
+"""Shared fixtures: small labelled datasets made on the fly (nothing read from outside the repository)."""
 
 from __future__ import annotations
 

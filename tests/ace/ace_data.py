@@ -1,4 +1,4 @@
-"""Small EMT-labelled structures for the ACE tests (all ≤ 16 atoms); nothing read from ../shared."""
+"""Small EMT-labelled structures for the ACE tests (all ≤ 16 atoms); made here, nothing read from outside the repository."""
 
 from __future__ import annotations
 
