@@ -35,17 +35,12 @@ def committee_identity(entries: Sequence[str]) -> list[str]:
 
 
 def load_model(entry: str, device: str | None = None):
-    """An ASE calculator for a committee entry: ACE potential file or uMLIP member spec."""
-    path = Path(entry)
-    if path.suffix in POTENTIAL_SUFFIXES:
-        if not path.is_file():
-            raise InputError(f"potential {entry} does not exist")
-        from uq_flows.ace.potential import AceCalculator
+    """An ASE calculator for a committee entry: ACE potential file or uMLIP member spec
+    (parsed as QBC parses its committee, so ACE files are members like any other)."""
+    from uq_flows.ensemble.members import load_calculator
+    from uq_flows.selection.committee import parse_committee_member
 
-        return AceCalculator(path)
-    from uq_flows.ensemble.members import load_calculator, parse_member
-
-    return load_calculator(parse_member(entry), device)
+    return load_calculator(parse_committee_member(entry), device)
 
 
 def load_committee(entries: Sequence[str], batched: bool = True, device: str | None = None) -> CalculatorCommittee:
