@@ -1,4 +1,4 @@
-"""Figures people read first: U against error, and accuracy against coverage (paper 001, Fig. 2).
+"""Figures people read first: U against error, accuracy against coverage, a loop's progress (paper 001, Figs. 2-4).
 
 Colour-blind-safe colours (Okabe-Ito), labelled axes with units, log scales where values
 span decades. Every function writes a PNG atomically and returns its path.
@@ -6,17 +6,23 @@ span decades. Every function writes a PNG atomically and returns its path.
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib import ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
 from uq_flows.io import atomic_path  # noqa: E402
 
+# Okabe & Ito (2008): distinguishable with every common colour-vision deficiency
 BLUE, ORANGE, GREEN, VERMILION = "#0072B2", "#E69F00", "#009E73", "#D55E00"
+SKY, PURPLE, BLACK = "#56B4E9", "#CC79A7", "#000000"
+CYCLE = (BLUE, ORANGE, GREEN, VERMILION, SKY, PURPLE, BLACK)
+HEXBIN_MIN = 200  # fewer points than this are drawn one by one: a hexbin of ten points hides them
 
 
 def _save(figure, path: Path) -> Path:
@@ -26,23 +32,54 @@ def _save(figure, path: Path) -> Path:
     return path
 
 
-def uncertainty_parity(u: np.ndarray, error: np.ndarray, path: str | Path, rho: float | None = None) -> Path:
-    """Hexbin of U against the ensemble-mean force error on log-log axes, with y = x."""
+def _decimal_log_ticks(axes, which: str = "xy") -> None:
+    """Ticks at 1, 2, 5 × 10^k labelled as plain decimals: no crowded 2×10⁻¹ minor labels."""
+    for name in which:
+        axis = axes.xaxis if name == "x" else axes.yaxis
+        axis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+        axis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
+        axis.set_minor_formatter(ticker.NullFormatter())
+
+
+def _log_if_spans_decades(axes, values, axis: str = "y", decades: float = 1.5) -> None:
+    positive = np.asarray(values, float)
+    positive = positive[np.isfinite(positive) & (positive > 0)]
+    if positive.size and np.log10(positive.max() / positive.min()) > decades:
+        (axes.set_yscale if axis == "y" else axes.set_xscale)("log")
+        _decimal_log_ticks(axes, axis)
+
+
+def uncertainty_parity(u: np.ndarray, error: np.ndarray, path: str | Path, rho: float | None = None,
+                       groups: np.ndarray | None = None, group_label: str = "iteration") -> Path:
+    """U against the ensemble-mean force error on log-log axes, with y = x (paper 001, Fig. 2a-d).
+
+    A hexbin from ``HEXBIN_MIN`` points on; fewer are drawn as points, coloured by ``groups``.
+    """
     u, error = np.asarray(u, float), np.asarray(error, float)
     keep = (u > 0) & (error > 0) & np.isfinite(u) & np.isfinite(error)
-    figure, axes = plt.subplots(figsize=(4.6, 4.0))
+    figure, axes = plt.subplots(figsize=(4.8, 4.2))
     if keep.any():
         low = min(u[keep].min(), error[keep].min()) / 2
         high = max(u[keep].max(), error[keep].max()) * 2
-        hexbin = axes.hexbin(u[keep], error[keep], xscale="log", yscale="log", bins="log",
-                             gridsize=40, cmap="viridis", mincnt=1, extent=np.log10([low, high, low, high]))
-        figure.colorbar(hexbin, ax=axes, label="configurations")
-        axes.plot([low, high], [low, high], "--", color=ORANGE, label="y = x")
+        if keep.sum() >= HEXBIN_MIN:
+            hexbin = axes.hexbin(u[keep], error[keep], xscale="log", yscale="log", bins="log", gridsize=40,
+                                 cmap="viridis", mincnt=1, extent=np.log10([low, high, low, high]))
+            figure.colorbar(hexbin, ax=axes, label="configurations per bin")
+        else:
+            labels = np.zeros(u.size, int) if groups is None else np.asarray(groups)
+            for k, group in enumerate(np.unique(labels[keep])):
+                chosen = keep & (labels == group)
+                axes.scatter(u[chosen], error[chosen], s=28, color=CYCLE[k % len(CYCLE)], edgecolor="white",
+                             linewidth=0.5, label=None if groups is None else f"{group_label} {group}", zorder=3)
+            axes.set_xscale("log")
+            axes.set_yscale("log")
+        _decimal_log_ticks(axes)
+        axes.plot([low, high], [low, high], "--", color="grey", lw=1, label="y = x")
         axes.set_xlim(low, high)
         axes.set_ylim(low, high)
-        axes.legend(loc="upper left", frameon=False)
+        axes.legend(loc="upper left", frameon=False, fontsize=8)
     axes.set_xlabel("uncertainty U (eV/Å)")
-    axes.set_ylabel("force error, max over atoms (eV/Å)")
+    axes.set_ylabel("ensemble-mean force error, max over atoms (eV/Å)")
     title = f"{keep.sum()} configurations"
     if rho is not None and np.isfinite(rho):
         title += f", Spearman ρ = {rho:.2f}"
@@ -50,22 +87,106 @@ def uncertainty_parity(u: np.ndarray, error: np.ndarray, path: str | Path, rho: 
     return _save(figure, Path(path))
 
 
-def accuracy_coverage(coverage: np.ndarray, energy_rmse: np.ndarray, force_rmse: np.ndarray, path: str | Path) -> Path:
-    """Energy and force RMSE of the configurations kept, against the fraction kept."""
-    figure, (left, right) = plt.subplots(1, 2, figsize=(8.4, 3.6))
-    for axes, values, label, colour in (
-        (left, np.asarray(energy_rmse) * 1000, "energy RMSE (meV/atom)", BLUE),
-        (right, force_rmse, "force RMSE (eV/Å)", VERMILION),
-    ):
-        axes.plot(coverage, values, color=colour, lw=1.8)
-        positive = np.asarray(values)[np.isfinite(values) & (np.asarray(values) > 0)]
-        if positive.size and positive.max() / positive.min() > 30:
-            axes.set_yscale("log")
+def accuracy_coverage(coverage: np.ndarray, energy_rmse: np.ndarray | None, force_rmse: np.ndarray,
+                      path: str | Path, title: str = "most uncertain configurations dropped first") -> Path:
+    """Energy (when given) and force RMSE of the configurations kept, against the fraction kept."""
+    panels = [(np.asarray(force_rmse, float), "force RMSE (eV/Å)", VERMILION)]
+    if energy_rmse is not None and np.isfinite(energy_rmse).any():
+        panels.insert(0, (np.asarray(energy_rmse, float) * 1000, "energy RMSE (meV/atom)", BLUE))
+    figure, axes_row = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.8), squeeze=False)
+    coverage = np.asarray(coverage, float)
+    for axes, (values, label, colour) in zip(axes_row[0], panels):
+        axes.plot(coverage, values, color=colour, lw=1.8, marker="o" if coverage.size <= 30 else None, ms=4)
+        _log_if_spans_decades(axes, values)
         axes.set_xlabel("coverage (fraction of configurations kept)")
         axes.set_ylabel(label)
-        axes.set_xlim(0, 1)
+        axes.set_xlim(0, 1.02)
         axes.grid(alpha=0.3)
-    figure.suptitle("accuracy–coverage: most uncertain configurations dropped first", fontsize=10)
+    figure.suptitle(textwrap.fill(f"accuracy–coverage: {title}", 50 * len(panels)), fontsize=10)
+    return _save(figure, Path(path))
+
+
+def threshold_tradeoff(uc: np.ndarray, force_rmse_below: np.ndarray, dft_fraction: np.ndarray, path: str | Path,
+                       chosen: dict[str, float] | None = None, target: float | None = None) -> Path:
+    """Force RMSE of the trusted set {U < U_c} and the fraction sent to DFT, against U_c (paper 001, Fig. 3-4).
+
+    ``chosen`` marks thresholds used (label -> U_c); ``target`` a force RMSE target (eV/Å).
+    """
+    figure, left = plt.subplots(figsize=(6.0, 4.0))
+    right = left.twinx()
+    left.plot(uc, force_rmse_below, color=VERMILION, lw=1.8, label="force RMSE of uMLIP labels (U < U_c)")
+    right.plot(uc, np.asarray(dft_fraction) * 100, color=BLUE, lw=1.8, ls="-.", label="sent to DFT (U ≥ U_c)")
+    if target is not None:
+        left.axhline(target, color=VERMILION, ls=":", lw=1, label=f"target {target:g} eV/Å")
+    for k, (label, value) in enumerate((chosen or {}).items()):
+        if value is not None and np.isfinite(value) and value > 0:
+            left.axvline(value, color=CYCLE[(k + 2) % len(CYCLE)], ls="--", lw=1, label=f"{label}: U_c = {value:.3g} eV/Å")
+    left.set_xscale("log")
+    _decimal_log_ticks(left, "x")
+    _log_if_spans_decades(left, force_rmse_below)
+    left.set_xlabel("threshold U_c (eV/Å)")
+    left.set_ylabel("force RMSE below U_c (eV/Å)", color=VERMILION)
+    right.set_ylabel("configurations sent to DFT (%)", color=BLUE)
+    right.set_ylim(0, 102)
+    left.grid(alpha=0.3)
+    lines = [h for axes in (left, right) for h in axes.get_legend_handles_labels()[0]]
+    figure.legend(lines, [line.get_label() for line in lines], loc="upper center", bbox_to_anchor=(0.5, 0.0),
+                  ncol=2, frameon=False, fontsize=8)
+    return _save(figure, Path(path))
+
+
+def iteration_progress(rows: list[dict], path: str | Path) -> Path:
+    """Per iteration: structures by label source, DFT fraction, fit RMSEs, ρ and training-set size.
+
+    ``rows`` carry ``IterationSummary`` fields; missing or None values (a running
+    iteration) are left out of the lines.
+    """
+    iterations = np.array([row["iteration"] for row in rows])
+
+    def column(key: str, scale: float = 1.0) -> np.ndarray:
+        return np.array([np.nan if row.get(key) is None else row[key] * scale for row in rows], float)
+
+    figure, axes = plt.subplots(2, 3, figsize=(12.0, 6.6))
+    bars, fraction, size = axes[0]
+    energy, force, rho = axes[1]
+    bottom = np.zeros(len(rows))
+    for key, label, colour in (("n_dft_ok", "DFT", BLUE), ("n_teacher", "uMLIP teacher", ORANGE),
+                               ("n_rejected", "rejected by screens", PURPLE), ("n_dft_failed", "DFT failed", VERMILION),
+                               ("n_deferred", "deferred (over budget)", SKY)):
+        values = np.nan_to_num(column(key))
+        bars.bar(iterations, values, bottom=bottom, color=colour, label=label, width=0.7)
+        bottom += values
+    bars.set_ylabel("structures labelled")
+    bars.legend(loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=2, frameon=False, fontsize=8)
+    candidates = column("n_candidates")
+    fraction.plot(iterations, 100 * column("n_high_u") / candidates, "o-", color=VERMILION, label="high U (U ≥ U_c)")
+    fraction.plot(iterations, 100 * column("n_dft_ok") / candidates, "s--", color=BLUE, label="DFT-labelled")
+    fraction.set_ylabel("share of the iteration's candidates (%)")
+    fraction.set_ylim(0, 105)
+    fraction.legend(frameon=False, fontsize=8)
+    size.plot(iterations, column("n_training"), "o-", color=GREEN, label="training structures")
+    size.plot(iterations, column("dft_total"), "s--", color=BLUE, label="DFT labels so far")
+    size.set_ylabel("structures (cumulative)")
+    size.legend(frameon=False, fontsize=8)
+    for axes_, prefix, scale, unit, colour in ((energy, "energy_rmse_per_atom", 1000, "energy RMSE (meV/atom)", BLUE),
+                                               (force, "force_rmse", 1, "force RMSE (eV/Å)", VERMILION)):
+        for split, style in (("train", "o-"), ("test", "s--")):
+            values = column(f"{split}_{prefix}", scale)
+            if np.isfinite(values).any():
+                axes_.plot(iterations, values, style, color=colour if split == "train" else BLACK, label=f"{split}")
+        _log_if_spans_decades(axes_, np.concatenate([column(f"train_{prefix}", scale), column(f"test_{prefix}", scale)]))
+        axes_.set_ylabel(f"ACE fit {unit}")
+        if axes_.get_legend_handles_labels()[0]:
+            axes_.legend(frameon=False, fontsize=8)
+    rho.plot(iterations, column("spearman_dft"), "o-", color=GREEN)
+    rho.axhline(0, color="grey", lw=0.8)
+    rho.set_ylim(-1.05, 1.05)
+    rho.set_ylabel("Spearman ρ(U, force error) on DFT labels")
+    for axes_ in axes.ravel():
+        axes_.set_xlabel("iteration")
+        axes_.set_xticks(iterations)
+        axes_.grid(alpha=0.3)
+    figure.tight_layout()
     return _save(figure, Path(path))
 
 
@@ -84,6 +205,7 @@ def calibration_curve(sigma_hat: np.ndarray, errors: np.ndarray, calibrated: np.
     values = values[values > 0]
     low, high = values.min() / 2, values.max() * 2
     axes.plot([low, high], [low, high], "--", color="grey", label="y = x")
+    _decimal_log_ticks(axes)
     axes.set_xlabel("root mean variance of σ per bin (eV/Å)")
     axes.set_ylabel("force error RMSE per bin (eV/Å)")
     axes.legend(frameon=False)

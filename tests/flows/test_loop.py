@@ -56,6 +56,18 @@ def test_run_status_results_with_consistent_counts(tmp_path):
     assert teacher["n_structures"] == first["n_teacher"] and (tmp_path / "teacher.extxyz").exists()
     assert all(r["U"] >= 0.15 for r in records if r["source"] == "dft" and r["U"] is not None)
 
+    report = run_json("report", loop["id"], "--out", tmp_path / "report")
+    assert report["state"] == "completed" and report["n_iterations"] == 2
+    assert report["n_dft_errors"] == first["n_dft_ok"] + second["n_dft_ok"]  # every DFT label against the ensemble
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert page.count("data:image/png;base64,") == 4 and loop["id"] in page
+    summary = json.loads((tmp_path / "report" / "summary.json").read_text())
+    assert [{k: row[k] for k in it} for row, it in zip(summary["iterations"], loop["iterations"])] == loop["iterations"]
+    assert all(row["uc"] == 0.15 for row in summary["iterations"])
+    assert "no loop 'loop-that-is-not' in the database" in run("report", "loop-that-is-not", "--out", tmp_path / "r2", expect=2).stderr
+    (tmp_path / "file").write_text("")
+    assert "not a folder" in run("report", loop["id"], "--out", tmp_path / "file", expect=2).stderr
+
 
 @pytest.mark.slow
 def test_a_permanently_failing_reference_does_not_stop_the_loop(tmp_path):

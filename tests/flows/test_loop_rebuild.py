@@ -1,5 +1,6 @@
 """resume rebuilds a loop that cannot continue, and no structure goes to DFT twice."""
 
+import json
 from collections import Counter
 
 import pytest
@@ -24,6 +25,10 @@ def test_resume_rebuilds_a_broken_iteration_reusing_its_dft_labels(tmp_path, mon
     (loop,) = broken["loops"]
     assert loop["state"] == "failed" and loop["iterations"] == []
     assert any(row["name"] == "assemble" for row in loop["fizzled"])
+    report = run_json("report", loop["id"], "--out", tmp_path / "report")  # an iteration that did not finish
+    assert report["state"] == "failed" and report["n_iterations"] == 1 and report["n_dft_errors"] == 0
+    (row,) = json.loads((tmp_path / "report" / "summary.json").read_text())["iterations"]
+    assert not row["complete"] and 0 < row["n_high_u"] <= row["n_candidates"] and row["train_force_rmse"] is None
     first = Counter(line.split()[1] for line in calls.read_text().splitlines())
     assert first["failed"] >= 1 and first["ok"] >= 1  # vacancy cells failed, the rest were labelled
 

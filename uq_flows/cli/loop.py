@@ -22,7 +22,6 @@ from uq_flows.cli.common import (
     quiet_stdout,
 )
 
-STATES = {"COMPLETED": "completed", "FIZZLED": "failed", "DEFUSED": "stopped", "PAUSED": "stopped"}
 ConfigArgument = Annotated[Path, typer.Argument(help="Loop configuration (YAML), e.g. workflows/demo.yaml.")]
 
 
@@ -71,6 +70,7 @@ def run(config: ConfigArgument, as_json: JsonOption = False) -> None:
     """Run a whole loop here, on the embedded database (no server), rockets in-process."""
     from uq_flows.manager.doctor import preflight
     from uq_flows.manager.launchpad import close_launchpad
+    from uq_flows.manager.results import loop_overview
     from uq_flows.manager.rocket import run_worker
     from uq_flows.manager.submit import submit_flow
 
@@ -81,7 +81,8 @@ def run(config: ConfigArgument, as_json: JsonOption = False) -> None:
         err.print(f"loop {loop_config.name}: {n_candidates} candidates, running on this machine ...")
         try:
             run_worker(lp, None, loop=loop_config.name, idle_checks=1, launch_dir=_launch_folder(loop_config))
-            status = _status(lp, store, loop_config.name)
+            with store:
+                status = loop_overview(lp, store, loop_config.name)
         finally:
             close_launchpad(lp)
     payload = {"loop": loop_config.name, "workflow_id": submission.workflow_id, **status}
@@ -121,34 +122,6 @@ def submit(
         typer.echo(loop_config.name)
 
 
-def _iterations(store, loop: str) -> list[dict]:
-    from monty.json import MontyDecoder
-
-    from uq_flows.flows.loop import LOOP_KEY, STATE_JOB
-
-    docs = store.query({"name": STATE_JOB, f"metadata.{LOOP_KEY}": loop}, properties=["output"])
-    rows = [MontyDecoder().process_decoded(d["output"]) for d in docs]
-    rows = [r.model_dump(exclude={"continuation"}) if hasattr(r, "model_dump") else r for r in rows]
-    return sorted(rows, key=lambda r: r["iteration"])
-
-
-def _status(lp, store, loop: str | None) -> dict[str, Any]:
-    from uq_flows.manager.status import loop_status
-
-    loops = []
-    with store:
-        for entry in loop_status(lp, loop)["loops"]:
-            if entry["loop"] is None:
-                continue
-            iterations = _iterations(store, entry["loop"])
-            state = STATES.get(entry["state"], "running")
-            if state == "completed" and iterations and not iterations[-1]["converged"]:
-                state = "running"  # the next iteration has not been added yet
-            loops.append({"id": entry["loop"], "state": state, "iterations": iterations,
-                          "jobs": entry["categories"], "fizzled": entry["fizzled"]})
-    return {"loops": loops}
-
-
 def _status_table(status: dict[str, Any]) -> None:
     for loop in status["loops"]:
         table = Table(title=f"loop {loop['id']}: {loop['state']}")
@@ -177,15 +150,10 @@ def status(
     as_json: JsonOption = False,
 ) -> None:
     """Per loop: state, and per iteration candidates, high-U, DFT done and failed, fit RMSEs, ρ."""
-    from uq_flows.manager.doctor import preflight
-    from uq_flows.manager.launchpad import close_launchpad
+    from uq_flows.manager.results import connect, loop_overview
 
-    with quiet_stdout():
-        _, lp, store = preflight()
-        try:
-            result = _status(lp, store, loop)
-        finally:
-            close_launchpad(lp)
+    with quiet_stdout(), connect() as (lp, store):
+        result = loop_overview(lp, store, loop)
     if loop is not None and not result["loops"]:
         fail(f"no loop {loop!r} in the database")
     if as_json:
@@ -207,8 +175,7 @@ def results(
 ) -> None:
     """Export a loop's labelled structures (json: id, iteration, U, source, energy, forces)."""
     from uq_flows.io import atomic_path, write_structures
-    from uq_flows.manager.doctor import preflight
-    from uq_flows.manager.launchpad import close_launchpad
+    from uq_flows.manager.results import connect, only_loop, training_pool
     from uq_flows.records import jsonable
 
     suffixes = {"extxyz": (".xyz", ".extxyz"), "pacemaker": (".pkl.gz", ".pckl.gzip", ".pkl", ".pckl"), "json": (".json",)}
@@ -218,12 +185,9 @@ def results(
         fail(f"--out {out}: a {output_format} file must end in {' or '.join(suffixes[output_format])}")
     if source not in (None, "dft", "teacher"):
         fail("--source must be dft or teacher")
-    with quiet_stdout():
-        _, lp, store = preflight()
-        close_launchpad(lp)
-        with store:
-            loop = loop or _only_loop(store)
-            structures, labels = _labelled(store, loop)
+    with quiet_stdout(), connect() as (_, store):
+        loop = loop or only_loop(store)
+        structures, labels = training_pool(store, loop)
     chosen = [x for x in labels
               if (iteration is None or x.iteration == iteration) and (source is None or x.kind == source)
               and (u_min is None or (x.U is not None and x.U >= u_min) or (x.U is None and math.isinf(u_min)))]
@@ -246,26 +210,30 @@ def results(
         err.print(f"wrote {len(chosen)} structures of loop {loop} to {out}")
 
 
-def _only_loop(store) -> str:
-    from uq_flows.flows.loop import LOOP_KEY
+@app.command()
+@guard
+def report(
+    out: Annotated[Path, typer.Option("--out", help="Folder for the PNGs, summary.json and index.html.")],
+    loop: Annotated[str | None, typer.Argument(help="Loop id (default: the only loop).")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Figures (U vs error, accuracy–coverage, force RMSE vs U_c, progress) and a one-page HTML summary."""
+    from uq_flows.manager.results import connect, loop_overview, only_loop, report_data
+    from uq_flows.report import write_report
 
-    loops = sorted({d["metadata"][LOOP_KEY] for d in store.query({f"metadata.{LOOP_KEY}": {"$exists": True}},
-                                                                  properties=["metadata"])})
-    if len(loops) != 1:
-        fail(f"name the loop: the database holds {len(loops)} ({', '.join(loops) or 'none'})")
-    return loops[0]
-
-
-def _labelled(store, loop: str):
-    """The newest training pool of the loop: every ok label with its structure."""
-    from monty.json import MontyDecoder
-
-    from uq_flows.flows.loop import LOOP_KEY
-
-    docs = list(store.query({"name": "training pool", f"metadata.{LOOP_KEY}": loop},
-                            properties=["output", "metadata"], load=True))
-    if not docs:
-        fail(f"loop {loop!r} has no labelled structures yet")
-    newest = max(docs, key=lambda d: d["metadata"].get("iteration", -1))
-    pool = MontyDecoder().process_decoded(newest["output"])
-    return {s.id: s.to_atoms() for s in pool.structures}, pool.labels
+    if out.exists() and not out.is_dir():
+        fail(f"--out {out}: exists and is not a folder")
+    with quiet_stdout(), connect() as (lp, store):
+        loop = loop or only_loop(store)
+        entries = loop_overview(lp, store, loop)["loops"]
+        if not entries:
+            fail(f"no loop {loop!r} in the database")
+        data = report_data(store, loop, entries[0]["state"])
+    files = write_report(data, out)
+    payload = {"loop": loop, "state": data.state, "n_iterations": len(data.iterations), "n_dft_errors": len(data.dft),
+               "files": {name: str(path) for name, path in files.items()}}
+    if as_json:
+        emit(payload)
+    else:
+        err.print(f"report of loop {loop} ({data.state}, {len(data.iterations)} iterations): {files['index']}",
+                  highlight=False)

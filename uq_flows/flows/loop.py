@@ -14,7 +14,6 @@ usual HPC setup); their contents also stay in the JobStore's data store.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,7 +52,7 @@ from uq_flows.selection.jobs import (
     SelectionMaker,
 )
 from uq_flows.settings import get_settings
-from uq_flows.uncertainty import spearman
+from uq_flows.uncertainty import ReferenceErrors
 
 LOOP_KEY = "uq_flows_loop"
 STATE_JOB = "loop state"
@@ -180,7 +179,7 @@ def after_fit_job(config: LoopConfig, iteration: int, candidates, uncertainty: U
     gather.name = "gather candidates"
     select = select_job(config, potentials, gather.output)
     select.name = "select"
-    state = loop_state_job(config, iteration, len(candidates), uncertainty, routing, dataset, pool, fit,
+    state = loop_state_job(config, iteration, uncertainty, routing, dataset, pool, fit,
                            select.output, dft_so_far)
     state.name = STATE_JOB
     for light in (gather, select, state) + ((cago_seeds,) if config.explore.cago is not None else ()):
@@ -231,31 +230,26 @@ def pick_selected(candidates: list[StructureRecord], selection, limit: int) -> l
 
 
 @job
-def loop_state_job(config: LoopConfig, iteration: int, n_candidates: int, uncertainty: UncertaintyDocument,
+def loop_state_job(config: LoopConfig, iteration: int, uncertainty: UncertaintyDocument,
                    routing: RoutingDocument, dataset: DistilledDataset, pool: TrainingPool, fit: AceFitDocument,
                    next_candidates: list[StructureRecord] | None, dft_so_far: int) -> Response:
     """Record the iteration and decide: stop (a criterion is met) or add the next iteration."""
     next_candidates = next_candidates or []
-    summary = dataset.summary
-    dft_labels = [x for x in dataset.labels if x.kind == "dft"]
-    dft_total = dft_so_far + len(dft_labels)
-    high_u = routing.counts.get("dft", 0) + routing.counts.get("deferred", 0)
+    counts = iteration_counts(uncertainty, routing, dataset, dft_so_far)
     metrics = fit.metrics
-    reason = _stop_reason(config, iteration, dft_total, high_u / max(n_candidates, 1), metrics, next_candidates)
+    reason = _stop_reason(config, iteration, counts["dft_total"], counts["n_high_u"] / max(counts["n_candidates"], 1), metrics,
+                          next_candidates)
     state = IterationSummary(
-        loop=config.name, iteration=iteration, n_candidates=n_candidates, n_high_u=high_u,
-        n_dft_ok=summary.n_dft, n_dft_failed=sum(x.status == "failed" for x in dft_labels),
-        n_rejected=summary.n_rejected, n_teacher=summary.n_teacher,
-        n_deferred=summary.n_deferred, dft_total=dft_total, n_training=len(pool.labels),
+        loop=config.name, iteration=iteration, **counts, n_training=len(pool.labels),
         train_energy_rmse_per_atom=metrics.train_energy_rmse_per_atom, train_force_rmse=metrics.train_force_rmse,
         test_energy_rmse_per_atom=metrics.test_energy_rmse_per_atom, test_force_rmse=metrics.test_force_rmse,
-        spearman_dft=_rho_on_dft(uncertainty, dataset), n_next_candidates=len(next_candidates),
+        spearman_dft=dft_force_errors(uncertainty, dataset, iteration).spearman(), n_next_candidates=len(next_candidates),
         converged=reason is not None, reason=reason or "continuing",
         continuation=None if reason is not None else {"config": config, "next_candidates": next_candidates},
     )
     if reason is not None:
         return Response(output=state)
-    following = iteration_job(config, iteration + 1, next_candidates, pool, dft_total)
+    following = iteration_job(config, iteration + 1, next_candidates, pool, counts["dft_total"])
     following.name = f"iteration {iteration + 1}"
     set_category(following, "cpu")
     return Response(output=state, addition=_tagged(Flow([following], output=following.output), config, iteration + 1))
@@ -280,20 +274,27 @@ def _stop_reason(config: LoopConfig, iteration: int, dft_total: int, high_u_frac
     return None
 
 
-def _rho_on_dft(uncertainty: UncertaintyDocument, dataset: DistilledDataset) -> float | None:
-    """Spearman ρ(U, max_i ‖F_i^DFT − ⟨F_i⟩‖) over the DFT-labelled structures (paper 001, eq. 5)."""
+def iteration_counts(uncertainty: UncertaintyDocument, routing: RoutingDocument | None,
+                     dataset: DistilledDataset | None, dft_so_far: int) -> dict[str, int]:
+    """Candidates, high-U, and labels by outcome of one iteration (as far as it got)."""
+    counts = {"n_candidates": len(uncertainty.structures), "dft_total": dft_so_far}
+    if routing is not None:
+        counts["n_high_u"] = routing.counts.get("dft", 0) + routing.counts.get("deferred", 0)
+    if dataset is not None:
+        dft_labels = [x for x in dataset.labels if x.kind == "dft"]
+        summary = dataset.summary
+        counts.update(n_dft_ok=summary.n_dft, n_dft_failed=sum(x.status == "failed" for x in dft_labels),
+                      n_rejected=summary.n_rejected, n_teacher=summary.n_teacher, n_deferred=summary.n_deferred,
+                      dft_total=dft_so_far + len(dft_labels))
+    return counts
+
+
+def dft_force_errors(uncertainty: UncertaintyDocument, dataset: DistilledDataset, iteration: int) -> ReferenceErrors:
+    """U against the ensemble-mean force error on the iteration's DFT labels (paper 001, eq. 5)."""
     rows = {s.id: s for s in uncertainty.structures}
-    pairs = []
-    for label in dataset.ok_labels():
-        row = rows.get(label.id)
-        if label.kind != "dft" or row is None or row.U is None or row.mean_forces is None:
-            continue
-        error = np.linalg.norm(np.asarray(label.forces) - np.asarray(row.mean_forces), axis=1).max()
-        pairs.append((row.U, float(error)))
-    if len(pairs) < 3:
-        return None
-    rho = spearman(*map(np.array, zip(*pairs)))
-    return None if math.isnan(rho) else float(rho)
+    pairs = [(rows[x.id].U, x.forces, rows[x.id].mean_forces) for x in dataset.ok_labels()
+             if x.kind == "dft" and x.id in rows and rows[x.id].U is not None and rows[x.id].mean_forces is not None]
+    return ReferenceErrors.from_forces(*zip(*pairs), iteration=iteration) if pairs else ReferenceErrors.concatenate([])
 
 
 @job

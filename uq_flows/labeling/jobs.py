@@ -379,6 +379,8 @@ class AssembleMaker(Maker):
                                self.loop)
         new_job.name = self.name
         new_job.config.on_missing_references = OnMissing.NONE
+        if self.iteration is not None:  # made at run time by the label stage, after the loop tagged its iteration
+            new_job.metadata["iteration"] = self.iteration
         return set_category(new_job, self.category)
 
 

@@ -25,6 +25,7 @@ from uq_flows.uncertainty.committee import (
 )
 from uq_flows.uncertainty.coverage import (
     CoverageCurve,
+    ReferenceErrors,
     ThresholdSummary,
     accuracy_coverage,
     force_error_terms,
@@ -42,6 +43,7 @@ from uq_flows.uncertainty.ensemble import (
 
 __all__ = [
     "CoverageCurve",
+    "ReferenceErrors",
     "ThresholdSummary",
     "accuracy_coverage",
     "adaptive_threshold",

@@ -23,6 +23,7 @@ from uq_flows.uncertainty._checks import (
     check_thresholds,
     segment_sum,
 )
+from uq_flows.uncertainty.calibration import spearman
 
 
 def force_error_terms(reference_forces, predicted_forces, n_atoms) -> tuple[np.ndarray, np.ndarray]:
@@ -192,3 +193,40 @@ def threshold_for_target_force_rmse(u, force_sq_sum, n_components, target: float
     if passing.size == 0:
         return float(u_sorted[0])
     return float(candidates[passing[-1]])
+
+
+@dataclass(frozen=True)
+class ReferenceErrors:
+    """Per reference-labelled structure: U and the ensemble-mean force error (paper 001, eq. 5).
+
+    ``max_error`` = max_i ‖F_i^DFT − ⟨F_i⟩‖; ``sq_sum`` and ``n_components`` pool force
+    RMSEs over components (``uncertainty.coverage``).
+    """
+
+    u: np.ndarray
+    max_error: np.ndarray
+    sq_sum: np.ndarray
+    n_components: np.ndarray
+    iteration: np.ndarray
+
+    @classmethod
+    def from_forces(cls, u, reference, mean, iteration: int) -> ReferenceErrors:
+        diffs = [np.asarray(r, float) - np.asarray(m, float) for r, m in zip(reference, mean)]
+        return cls(u=np.asarray(u, float), max_error=np.array([np.linalg.norm(d, axis=1).max() for d in diffs]),
+                   sq_sum=np.array([np.sum(d * d) for d in diffs]), n_components=np.array([d.size for d in diffs]),
+                   iteration=np.full(len(diffs), iteration))
+
+    @classmethod
+    def concatenate(cls, parts: list[ReferenceErrors]) -> ReferenceErrors:
+        names = ("u", "max_error", "sq_sum", "n_components", "iteration")
+        return cls(**{name: np.concatenate([getattr(p, name) for p in parts]) if parts else np.zeros(0) for name in names})
+
+    def __len__(self) -> int:
+        return self.u.size
+
+    def spearman(self) -> float | None:
+        """ρ(U, max error); None below three structures or when undefined."""
+        if len(self) < 3:
+            return None
+        rho = spearman(self.u, self.max_error)
+        return None if np.isnan(rho) else float(rho)

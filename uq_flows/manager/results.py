@@ -1,0 +1,145 @@
+"""What a loop has produced, read from the launchpad and the JobStore.
+
+The CLI's ``status``, ``results`` and ``report`` and the notebooks share these queries. Each
+job of a loop carries ``metadata = {uq_flows_loop, iteration}`` (flows.loop), so a loop's
+documents are found by name and metadata alone; a running loop gives what it has so far.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from monty.json import MontyDecoder
+
+from uq_flows.errors import InputError
+from uq_flows.flows.loop import (
+    LOOP_KEY,
+    STATE_JOB,
+    IterationSummary,
+    dft_force_errors,
+    iteration_counts,
+)
+from uq_flows.report import LoopReport
+from uq_flows.uncertainty import ReferenceErrors
+
+if TYPE_CHECKING:
+    from fireworks import LaunchPad
+    from jobflow import JobStore
+
+STATES = {"COMPLETED": "completed", "FIZZLED": "failed", "DEFUSED": "stopped", "PAUSED": "stopped"}
+SCORE_JOB, THRESHOLD_JOBS, ASSEMBLE_JOB, POOL_JOB = "ensemble uncertainty", r"^threshold", "assemble", "training pool"
+
+
+@contextlib.contextmanager
+def connect() -> Iterator[tuple[LaunchPad, JobStore]]:
+    """The configured launchpad and JobStore, checked, both closed on exit (embedded or server)."""
+    from uq_flows.manager.doctor import preflight
+    from uq_flows.manager.launchpad import close_launchpad
+
+    _, lp, store = preflight()
+    try:
+        with store:
+            yield lp, store
+    finally:
+        close_launchpad(lp)
+
+
+def _decode(document: dict) -> Any:
+    return MontyDecoder().process_decoded(document["output"])
+
+
+def _newest_per_iteration(store: JobStore, criteria: dict, loop: str) -> dict[int, Any]:
+    """Decoded outputs of matching jobs of a loop, the newest per iteration (a rebuilt one wins)."""
+    docs = store.query({**criteria, f"metadata.{LOOP_KEY}": loop}, properties=["output", "metadata", "completed_at"],
+                       load=True)
+    newest: dict[int, dict] = {}
+    for doc in docs:
+        iteration = (doc.get("metadata") or {}).get("iteration")
+        if iteration is not None and (iteration not in newest or doc.get("completed_at", "") > newest[iteration].get("completed_at", "")):
+            newest[iteration] = doc
+    return {iteration: _decode(doc) for iteration, doc in sorted(newest.items())}
+
+
+def iteration_summaries(store: JobStore, loop: str) -> list[dict]:
+    """The loop-state documents of finished iterations (``IterationSummary`` fields), in order."""
+    summaries = _newest_per_iteration(store, {"name": STATE_JOB}, loop)
+    return [s.model_dump(exclude={"continuation"}) for s in summaries.values()]
+
+
+def loop_ids(store: JobStore) -> list[str]:
+    """Every loop with a document in the store."""
+    return sorted(store.distinct(f"metadata.{LOOP_KEY}", {f"metadata.{LOOP_KEY}": {"$exists": True}}))
+
+
+def only_loop(store: JobStore) -> str:
+    loops = loop_ids(store)
+    if len(loops) != 1:
+        raise InputError(f"name the loop: the database holds {len(loops)} ({', '.join(loops) or 'none'})")
+    return loops[0]
+
+
+def loop_overview(lp: LaunchPad, store: JobStore, loop: str | None = None) -> dict[str, Any]:
+    """``{"loops": [...]}``: per loop its state (completed, running, failed, stopped), the
+    finished iterations' summaries, its jobs by category and state, and its failed jobs."""
+    from uq_flows.manager.status import loop_status
+
+    loops = []
+    for entry in loop_status(lp, loop)["loops"]:
+        if entry["loop"] is None:
+            continue
+        iterations = iteration_summaries(store, entry["loop"])
+        state = STATES.get(entry["state"], "running")
+        if state == "completed" and iterations and not iterations[-1]["converged"]:
+            state = "running"  # the next iteration has not been added yet
+        loops.append({"id": entry["loop"], "state": state, "iterations": iterations,
+                      "jobs": entry["categories"], "fizzled": entry["fizzled"]})
+    return {"loops": loops}
+
+
+def training_pool(store: JobStore, loop: str):
+    """The newest training pool of the loop: ``({id: Atoms}, [ok Label, ...])``."""
+    pools = _newest_per_iteration(store, {"name": POOL_JOB}, loop)
+    if not pools:
+        raise InputError(f"loop {loop!r} has no labelled structures yet")
+    pool = pools[max(pools)]
+    return {s.id: s.to_atoms() for s in pool.structures}, pool.labels
+
+
+def report_data(store: JobStore, loop: str, state: str = "unknown") -> LoopReport:
+    """Everything ``uq_flows.report`` draws, from a finished or running loop.
+
+    Iterations without a loop-state document yet get a partial row (counts from their
+    scoring, routing and labels so far; ``complete`` False).
+    """
+    scores = _newest_per_iteration(store, {"name": SCORE_JOB}, loop)
+    routings = _newest_per_iteration(store, {"name": {"$regex": THRESHOLD_JOBS}}, loop)
+    datasets = _newest_per_iteration(store, {"name": ASSEMBLE_JOB}, loop)
+    finished = {row["iteration"]: row for row in iteration_summaries(store, loop)}
+    if not (scores or finished):
+        raise InputError(f"loop {loop!r} has no results yet (nothing scored)")
+    rows, dft_so_far = [], 0
+    candidate_u, candidate_atoms, candidate_iteration, errors = [], [], [], []
+    for iteration in sorted(set(scores) | set(finished)):
+        if iteration in finished:
+            row = {**finished[iteration], "complete": True}
+        else:
+            row = {**dict.fromkeys(IterationSummary.model_fields), "loop": loop, "iteration": iteration, "complete": False,
+                   **iteration_counts(scores[iteration], routings.get(iteration), datasets.get(iteration), dft_so_far)}
+            row.pop("continuation")
+        dft_so_far = row.get("dft_total") or dft_so_far
+        row["uc"] = routings[iteration].uc if iteration in routings else None
+        rows.append(row)
+        if iteration in scores:
+            scored = [s for s in scores[iteration].structures if s.U is not None]
+            candidate_u += [s.U for s in scored]
+            candidate_atoms += [s.n_atoms for s in scored]
+            candidate_iteration += [iteration] * len(scored)
+            if iteration in datasets:
+                errors.append(dft_force_errors(scores[iteration], datasets[iteration], iteration))
+    members = next(iter(scores.values())).members if scores else []
+    return LoopReport(loop=loop, state=state, members=members, iterations=rows,
+                      candidate_u=np.array(candidate_u, float), candidate_atoms=np.array(candidate_atoms, int),
+                      candidate_iteration=np.array(candidate_iteration, int), dft=ReferenceErrors.concatenate(errors))
