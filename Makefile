@@ -10,7 +10,7 @@ MONGO_VENV := .venv-mongo
 # pyenv's python3.13 shim may not run: prefer the real interpreter
 PYTHON313 ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.13*/bin/python3.13) python3.13)
 
-.PHONY: setup cp2k fit-env bench-env mongo-env demo score-examples test test-fast benchmarks clean
+.PHONY: setup cp2k fit-env bench-env mongo-env demo score-examples notebooks test test-fast benchmarks clean
 
 setup: $(VENV)/.installed $(FIT_VENV)/.installed $(MONGO_VENV)/.installed cp2k
 fit-env: $(FIT_VENV)/.installed
@@ -58,6 +58,14 @@ demo: setup
 
 score-examples: setup
 	$(BIN)/uq-flows score examples/structures $(addprefix --member ,$(MEMBERS)) --out scored.extxyz
+
+# every notebook top to bottom; the executed copies (with figures) go to NOTEBOOK_OUT
+NOTEBOOK_OUT ?= $(or $(TMPDIR),/tmp)/uq-flows-notebooks
+notebooks: setup
+	cd notebooks && for notebook in *.ipynb; do \
+	  ../$(BIN)/jupyter nbconvert --to notebook --execute --ExecutePreprocessor.timeout=900 \
+	      --output-dir "$(NOTEBOOK_OUT)" "$$notebook" || exit 1; done
+	@echo "executed notebooks in $(NOTEBOOK_OUT)"
 
 test: setup bench-env
 	$(BIN)/python -m pytest

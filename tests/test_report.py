@@ -78,7 +78,7 @@ def test_write_report_embeds_every_figure_and_the_iteration_table(tmp_path, loop
     assert "<td>running</td>" in page and "reached max_iterations = 3" in page and "4</td>" in page
     assert "<td>0.12</td>" in page  # train force RMSE, eV/Å
     summary = json.loads(files["summary"].read_text())
-    assert summary["n_dft_labels"] == 12 and summary["n_dft_errors"] == 12 and summary["final_fit"]["iteration"] == 1
+    assert summary["n_dft_calculations"] == 12 and summary["n_dft_errors"] == 12 and summary["final_fit"]["iteration"] == 1
 
 
 def test_a_loop_without_dft_errors_still_gets_its_report(tmp_path, loop_report):

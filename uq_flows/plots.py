@@ -165,7 +165,7 @@ def iteration_progress(rows: list[dict], path: str | Path) -> Path:
     fraction.set_ylim(0, 105)
     fraction.legend(frameon=False, fontsize=8)
     size.plot(iterations, column("n_training"), "o-", color=GREEN, label="training structures")
-    size.plot(iterations, column("dft_total"), "s--", color=BLUE, label="DFT labels so far")
+    size.plot(iterations, column("dft_total"), "s--", color=BLUE, label="DFT calculations so far")
     size.set_ylabel("structures (cumulative)")
     size.legend(frameon=False, fontsize=8)
     for axes_, prefix, scale, unit, colour in ((energy, "energy_rmse_per_atom", 1000, "energy RMSE (meV/atom)", BLUE),
@@ -178,7 +178,11 @@ def iteration_progress(rows: list[dict], path: str | Path) -> Path:
         axes_.set_ylabel(f"ACE fit {unit}")
         if axes_.get_legend_handles_labels()[0]:
             axes_.legend(frameon=False, fontsize=8)
-    rho.plot(iterations, column("spearman_dft"), "o-", color=GREEN)
+    rhos = column("spearman_dft")
+    rho.plot(iterations, rhos, "o-", color=GREEN)
+    if not np.isfinite(rhos).any():
+        rho.text(0.5, 0.75, "ρ needs ≥ 3 DFT labels\nin an iteration", transform=rho.transAxes, ha="center",
+                 color="grey")
     rho.axhline(0, color="grey", lw=0.8)
     rho.set_ylim(-1.05, 1.05)
     rho.set_ylabel("Spearman ρ(U, force error) on DFT labels")

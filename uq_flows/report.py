@@ -116,7 +116,7 @@ def summary(report: LoopReport) -> dict:
     dft_total = max((row.get("dft_total") or 0 for row in report.iterations), default=0)
     return {
         "loop": report.loop, "state": report.state, "members": report.members,
-        "n_iterations": len(report.iterations), "n_scored": scored, "n_dft_labels": dft_total,
+        "n_iterations": len(report.iterations), "n_scored": scored, "n_dft_calculations": dft_total,
         "spearman_dft": report.dft.spearman(), "n_dft_errors": len(report.dft),
         "final_fit": None if last is None else {k: last.get(k) for k in (
             "iteration", "n_training", "train_energy_rmse_per_atom", "train_force_rmse", "test_energy_rmse_per_atom",
@@ -154,7 +154,7 @@ def render_html(report: LoopReport, figures: dict[str, Path]) -> str:
     facts = [
         ("state", report.state), ("ensemble", ", ".join(report.members) or "—"),
         ("iterations", str(head["n_iterations"])), ("structures scored", str(head["n_scored"])),
-        ("DFT labels used", f"{head['n_dft_labels']} ({_percent(head['n_dft_labels'], head['n_scored'])} of scored)"),
+        ("DFT calculations", f"{head['n_dft_calculations']} ({_percent(head['n_dft_calculations'], head['n_scored'])} of the structures scored)"),
         ("ρ(U, force error) on DFT labels", "—" if rho is None else f"{rho:.2f} (n = {head['n_dft_errors']})"),
         ("latest fit, train force RMSE", _cell(final, "train_force_rmse", 3) + " eV/Å"),
     ]

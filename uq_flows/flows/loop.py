@@ -77,7 +77,7 @@ class IterationSummary(BaseModel):
     n_rejected: int = Field(description="Screened out: atoms too close, or forces above the maximum.")
     n_teacher: int
     n_deferred: int
-    dft_total: int
+    dft_total: int = Field(description="DFT calculations run by the loop so far (ok or failed).")
     n_training: int
     train_energy_rmse_per_atom: float | None = None
     train_force_rmse: float | None = None
@@ -281,7 +281,7 @@ def iteration_counts(uncertainty: UncertaintyDocument, routing: RoutingDocument 
     if routing is not None:
         counts["n_high_u"] = routing.counts.get("dft", 0) + routing.counts.get("deferred", 0)
     if dataset is not None:
-        dft_labels = [x for x in dataset.labels if x.kind == "dft"]
+        dft_labels = [x for x in dataset.labels if x.kind == "dft" and x.status != "rejected"]  # DFT that ran
         summary = dataset.summary
         counts.update(n_dft_ok=summary.n_dft, n_dft_failed=sum(x.status == "failed" for x in dft_labels),
                       n_rejected=summary.n_rejected, n_teacher=summary.n_teacher, n_deferred=summary.n_deferred,

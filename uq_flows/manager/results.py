@@ -66,7 +66,7 @@ def _newest_per_iteration(store: JobStore, criteria: dict, loop: str) -> dict[in
 def iteration_summaries(store: JobStore, loop: str) -> list[dict]:
     """The loop-state documents of finished iterations (``IterationSummary`` fields), in order."""
     summaries = _newest_per_iteration(store, {"name": STATE_JOB}, loop)
-    return [s.model_dump(exclude={"continuation"}) for s in summaries.values()]
+    return [s.model_dump(exclude={"continuation"}) if hasattr(s, "model_dump") else s for s in summaries.values()]
 
 
 def loop_ids(store: JobStore) -> list[str]:
