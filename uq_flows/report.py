@@ -44,10 +44,14 @@ class LoopReport:
 
 
 FIGURES = {
-    "u_vs_error": "U against the ensemble-mean force error on every DFT-labelled structure",
-    "accuracy_coverage": "accuracy–coverage on the DFT-labelled structures",
-    "force_rmse_vs_uc": "force RMSE of uMLIP labels and DFT share against the threshold U_c",
-    "progress": "progress per iteration",
+    "u_vs_error": "U against the error of the ensemble-mean forces (max over atoms) on every DFT-labelled structure: "
+                  "a U that predicts the error puts the points along y = x (paper 001, Fig. 2).",
+    "accuracy_coverage": "Force RMSE of the ensemble mean over the DFT-labelled structures kept when the most "
+                         "uncertain are dropped first: a useful U makes it fall as coverage falls.",
+    "force_rmse_vs_uc": "Against the threshold U_c: force RMSE of the structures below it (the accuracy uMLIP labels "
+                        "would have) and the share of candidates at or above it (the DFT they would cost).",
+    "progress": "Per iteration: labels by source, DFT share, training-set size, ACE fit RMSEs (train; test when a "
+                "test split is set) and ρ(U, error) on the iteration's DFT labels.",
 }
 
 
@@ -162,7 +166,7 @@ def render_html(report: LoopReport, figures: dict[str, Path]) -> str:
     rows = "\n".join("<tr>" + "".join(f"<td>{e(_cell(row, key, digits))}</td>" for _, key, digits in COLUMNS) + "</tr>"
                      for row in report.iterations)
     images = "\n".join(
-        f'<figure><img alt="{e(caption)}" src="data:image/png;base64,'
+        f'<figure class="{"wide" if name == "progress" else "half"}"><img alt="{e(caption)}" src="data:image/png;base64,'
         f'{base64.b64encode(figures[name].read_bytes()).decode()}"><figcaption>{e(caption)}</figcaption></figure>'
         for name, caption in FIGURES.items() if name in figures)
     return f"""<!DOCTYPE html>
@@ -173,7 +177,8 @@ table {{ border-collapse: collapse; font-size: 0.85em; margin: 1em 0; }}
 td, th {{ border: 1px solid #ccc; padding: 0.25em 0.5em; text-align: right; }}
 th {{ background: #f2f2f2; }} dl {{ display: grid; grid-template-columns: max-content auto; gap: 0.2em 1em; }}
 dt {{ font-weight: 600; }} dd {{ margin: 0; }}
-figure {{ display: inline-block; margin: 0.5em; vertical-align: top; }} img {{ max-width: 100%; }}
+figure {{ display: inline-block; width: 46%; margin: 0.5em; vertical-align: top; }} figure.wide {{ width: 96%; }}
+img {{ max-width: 100%; }}
 figcaption {{ font-size: 0.85em; color: #555; }}
 </style></head><body>
 <h1>uq-flows loop {e(report.loop)}</h1>
