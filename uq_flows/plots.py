@@ -33,10 +33,12 @@ def _save(figure, path: Path) -> Path:
 
 
 def _decimal_log_ticks(axes, which: str = "xy") -> None:
-    """Ticks at 1, 2, 5 × 10^k labelled as plain decimals: no crowded 2×10⁻¹ minor labels."""
+    """Ticks labelled as plain decimals at 1, 2, 5 × 10^k (1 × 10^k over more than 2.5 decades):
+    no crowded 2×10⁻¹ minor labels. Call once the axis limits are final."""
     for name in which:
-        axis = axes.xaxis if name == "x" else axes.yaxis
-        axis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+        axis, limits = (axes.xaxis, axes.get_xlim()) if name == "x" else (axes.yaxis, axes.get_ylim())
+        span = np.log10(max(limits) / min(limits)) if min(limits) > 0 else np.inf
+        axis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0) if span <= 2.5 else (1.0,)))
         axis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
         axis.set_minor_formatter(ticker.NullFormatter())
 
@@ -73,10 +75,10 @@ def uncertainty_parity(u: np.ndarray, error: np.ndarray, path: str | Path, rho: 
                              linewidth=0.5, label=None if groups is None else f"{group_label} {group}", zorder=3)
             axes.set_xscale("log")
             axes.set_yscale("log")
-        _decimal_log_ticks(axes)
         axes.plot([low, high], [low, high], "--", color="grey", lw=1, label="y = x")
         axes.set_xlim(low, high)
         axes.set_ylim(low, high)
+        _decimal_log_ticks(axes)
         axes.legend(loc="upper left", frameon=False, fontsize=8)
     axes.set_xlabel("uncertainty U (eV/Å)")
     axes.set_ylabel("ensemble-mean force error, max over atoms (eV/Å)")
@@ -122,6 +124,8 @@ def threshold_tradeoff(uc: np.ndarray, force_rmse_below: np.ndarray, dft_fractio
         if value is not None and np.isfinite(value) and value > 0:
             left.axvline(value, color=CYCLE[(k + 2) % len(CYCLE)], ls="--", lw=1, label=f"{label}: U_c = {value:.3g} eV/Å")
     left.set_xscale("log")
+    if len(uc):
+        left.set_xlim(np.min(uc), np.max(uc))
     _decimal_log_ticks(left, "x")
     _log_if_spans_decades(left, force_rmse_below)
     left.set_xlabel("threshold U_c (eV/Å)")

@@ -11,7 +11,8 @@ from ase.units import GPa, Bohr, Hartree
 from uq_flows.errors import InputError
 from uq_flows.labeling.alignment import fit_energy_alignment
 from uq_flows.labeling.assembly import LabellingFailed, assemble_dataset
-from uq_flows.labeling.cp2k import Cp2kSettings, kpoint_mesh, parse_output, write_input
+from uq_flows.labeling.cp2k import Cp2kLabeller, Cp2kSettings, kpoint_mesh, parse_output, write_input
+from uq_flows.labeling.kpoints import gamma_centred_points
 from uq_flows.labeling.labels import Label
 from uq_flows.labeling.routing import audit_sample, count_routes, route_by_uncertainty, uc_for_target_rmse
 from uq_flows.labeling.screening import force_problem, min_interatomic_distance, structure_problem
@@ -114,9 +115,17 @@ def test_kpoint_mesh_by_hand():
     assert kpoint_mesh(np.diag([5.0, 10.0, 40.0]), 2 * math.pi * 0.03) == (7, 4, 1)
 
 
+def test_gamma_centred_points_include_gamma_for_even_and_odd_meshes():
+    even = gamma_centred_points((2, 2, 1))
+    assert sorted(map(tuple, even)) == [(0, 0, 0), (0, 0.5, 0), (0.5, 0, 0), (0.5, 0.5, 0)]
+    odd = gamma_centred_points((3, 1, 1))
+    assert np.allclose(sorted(odd[:, 0]), [-1 / 3, 0, 1 / 3]) and len(gamma_centred_points((5, 5, 3))) == 75
+
+
 def test_cp2k_input_has_the_settings():
-    text = write_input(bulk("Si", "diamond", a=5.43), Cp2kSettings(kpoints=(3, 3, 3), max_scf=7))
-    assert "SCHEME MONKHORST-PACK 3 3 3" in text and "MAX_SCF 7" in text and "&XC_FUNCTIONAL PBE" in text
+    text = write_input(bulk("Si", "diamond", a=5.43), Cp2kSettings(kpoints=(2, 3, 3), max_scf=7))
+    assert "SCHEME GENERAL" in text and "MAX_SCF 7" in text and "&XC_FUNCTIONAL PBE" in text
+    assert text.count("      KPOINT ") == 18 and "KPOINT 0.000000000000 0.000000000000 0.000000000000 1.0" in text
     assert "STRESS_TENSOR ANALYTICAL" in text and "&KIND Si" in text
     with pytest.raises(Exception, match="3D-periodic"):
         write_input(Atoms("H2", positions=[[0, 0, 0], [0, 0, 0.74]]), Cp2kSettings())
@@ -151,6 +160,17 @@ def test_cp2k_output_parsing_and_units():
     unconverged = parse_output(CP2K_OUTPUT.replace("SCF run converged in     8 steps", "SCF run NOT converged"), 2)
     assert unconverged.scf_converged is False
     assert parse_output(CP2K_OUTPUT, 3).forces is None  # atom count mismatch: no forces rather than wrong ones
+
+
+def test_an_old_output_in_the_folder_is_never_read_as_this_run(tmp_path):
+    stale = tmp_path / "cp2k-uq-old"
+    stale.mkdir()
+    (stale / "uq.out").write_text(CP2K_OUTPUT)  # a finished run of an earlier attempt
+    crashing = tmp_path / "crash-cp2k"
+    crashing.write_text("#!/bin/sh\nexit 139\n")
+    crashing.chmod(0o755)
+    label = Cp2kLabeller(Cp2kSettings(), command=str(crashing)).label(bulk("Si", "diamond", a=5.43), "uq-old", tmp_path)
+    assert label.status == "failed" and "wrote no output (exit code 139)" in label.reason
 
 
 def test_dataset_export_keeps_labels_and_provenance(tmp_path):

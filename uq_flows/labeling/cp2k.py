@@ -23,7 +23,7 @@ from ase.units import Bohr, GPa, Hartree
 from pydantic import BaseModel, ConfigDict
 
 from uq_flows.errors import UqFlowsError
-from uq_flows.labeling.kpoints import PAPER_KPOINT_SPACING, kpoint_mesh
+from uq_flows.labeling.kpoints import PAPER_KPOINT_SPACING, gamma_centred_points, kpoint_mesh
 from uq_flows.labeling.labels import DFT, Label
 
 INPUT_NAME, OUTPUT_NAME = "uq.inp", "uq.out"
@@ -72,13 +72,10 @@ def write_input(atoms: Atoms, settings: Cp2kSettings) -> str:
         if settings.smearing_kelvin
         else ""
     )
-    kpoints = (
-        f"""    &KPOINTS
-      SCHEME MONKHORST-PACK {mesh[0]} {mesh[1]} {mesh[2]}
-      SYMMETRY OFF
-      FULL_GRID ON
-    &END KPOINTS
-"""
+    kpoints = (  # listed explicitly: CP2K's MONKHORST-PACK shifts even meshes off Γ (spurious forces)
+        "    &KPOINTS\n      SCHEME GENERAL\n      UNITS B_VECTOR\n      SYMMETRY OFF\n      FULL_GRID ON\n"
+        + "".join(f"      KPOINT {k[0]:.12f} {k[1]:.12f} {k[2]:.12f} 1.0\n" for k in gamma_centred_points(mesh))
+        + "    &END KPOINTS\n"
         if mesh != (1, 1, 1)
         else ""
     )
@@ -248,6 +245,7 @@ class Cp2kLabeller:
         folder = Path(workdir) / f"cp2k-{structure_id}"
         folder.mkdir(parents=True, exist_ok=True)
         (folder / INPUT_NAME).write_text(text)
+        (folder / OUTPUT_NAME).unlink(missing_ok=True)  # CP2K appends: an old run's output must not be read as this one
         provenance["input_sha256"] = hashlib.sha256(text.encode()).hexdigest()
         provenance["folder"] = str(folder)
         environment = {**os.environ, "OMP_NUM_THREADS": str(self.threads), "CP2K_DATA_DIR": str(self.data_dir)}

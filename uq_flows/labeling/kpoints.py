@@ -19,3 +19,15 @@ def kpoint_mesh(cell, spacing: float = PAPER_KPOINT_SPACING) -> tuple[int, int, 
         raise ValueError(f"k-point spacing must be positive, got {spacing}")
     reciprocal = 2 * math.pi * np.linalg.inv(np.asarray(cell, dtype=float)).T
     return tuple(max(1, math.ceil(np.linalg.norm(b) / spacing - 1e-9)) for b in reciprocal)
+
+
+def gamma_centred_points(mesh: tuple[int, int, int]) -> np.ndarray:
+    """Fractional coordinates (in reciprocal-lattice units, each in (-1/2, 1/2]) of the
+    Γ-centred mesh, the convention of VASP's ``Gamma`` KPOINTS: k_i = j / N_i, j = 0..N_i-1.
+
+    Unlike a Monkhorst-Pack mesh, which for even N_i is shifted off Γ, this grid keeps the
+    crystal's point symmetry, so a perfect crystal gets zero forces without k-point symmetry.
+    """
+    axes = [np.array([(j / n + 0.5) % 1.0 - 0.5 for j in range(n)]) for n in mesh]
+    axes = [np.where(np.isclose(a, -0.5), 0.5, a) for a in axes]
+    return np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
