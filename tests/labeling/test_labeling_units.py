@@ -6,16 +6,31 @@ import numpy as np
 import pytest
 from ase import Atoms
 from ase.build import bulk
-from ase.units import GPa, Bohr, Hartree
+from ase.units import Bohr, GPa, Hartree
 
 from uq_flows.errors import InputError
 from uq_flows.labeling.alignment import fit_energy_alignment
 from uq_flows.labeling.assembly import LabellingFailed, assemble_dataset
-from uq_flows.labeling.cp2k import Cp2kLabeller, Cp2kSettings, kpoint_mesh, parse_output, write_input
+from uq_flows.labeling.cp2k import (
+    Cp2kLabeller,
+    Cp2kSettings,
+    kpoint_mesh,
+    parse_output,
+    write_input,
+)
 from uq_flows.labeling.kpoints import gamma_centred_points
 from uq_flows.labeling.labels import Label
-from uq_flows.labeling.routing import audit_sample, count_routes, route_by_uncertainty, uc_for_target_rmse
-from uq_flows.labeling.screening import force_problem, min_interatomic_distance, structure_problem
+from uq_flows.labeling.routing import (
+    audit_sample,
+    count_routes,
+    route_by_uncertainty,
+    uc_for_target_rmse,
+)
+from uq_flows.labeling.screening import (
+    force_problem,
+    min_interatomic_distance,
+    structure_problem,
+)
 
 
 def test_routes_threshold_unknown_u_and_reasons():

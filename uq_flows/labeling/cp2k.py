@@ -23,7 +23,11 @@ from ase.units import Bohr, GPa, Hartree
 from pydantic import BaseModel, ConfigDict
 
 from uq_flows.errors import UqFlowsError
-from uq_flows.labeling.kpoints import PAPER_KPOINT_SPACING, gamma_centred_points, kpoint_mesh
+from uq_flows.labeling.kpoints import (
+    PAPER_KPOINT_SPACING,
+    gamma_centred_points,
+    kpoint_mesh,
+)
 from uq_flows.labeling.labels import DFT, Label
 
 INPUT_NAME, OUTPUT_NAME = "uq.inp", "uq.out"
