@@ -75,7 +75,7 @@ def test_distillation_flow_with_real_cp2k_and_a_failed_dft_job(job_store, tmp_pa
     assert abs(teacher.energy - reference.energy) / 2 < abs(teacher.provenance["unaligned_energy"] - reference.energy) / 2
     assert abs(teacher.energy - reference.energy) / 2 < 0.1  # eV/atom after alignment
     dft = by_id[ids[2]]
-    assert dft.provenance["kpoints"] == [2, 2, 2] and dft.provenance["version"].startswith("CP2K version")
+    assert dft.provenance["kpoints"] == [3, 3, 3] and dft.provenance["version"].startswith("CP2K version")
     assert np.asarray(dft.forces).shape == (2, 3) and len(dft.stress) == 6
 
 
