@@ -78,13 +78,12 @@ def draw_figures(report: LoopReport, folder: Path) -> dict[str, Path]:
     dft = report.dft
     paths = {"u_vs_error": plots.uncertainty_parity(dft.u, dft.max_error, folder / "u_vs_error.png", dft.spearman(),
                                                     groups=dft.iteration)}
+    coverage, rmse = (np.zeros(0), np.zeros(0))
     if len(dft):
         curve = accuracy_coverage(dft.u, None, dft.sq_sum, dft.n_components)
-        coverage_rmse = curve.force_rmse
-    else:
-        curve, coverage_rmse = None, np.zeros(0)
+        coverage, rmse = curve.coverage, curve.force_rmse
     paths["accuracy_coverage"] = plots.accuracy_coverage(
-        np.zeros(0) if curve is None else curve.coverage, None, coverage_rmse, folder / "accuracy_coverage.png",
+        coverage, None, rmse, folder / "accuracy_coverage.png",
         title=f"ensemble-mean forces on {len(dft)} DFT-labelled structures, most uncertain dropped first")
     uc, rmse, fraction = threshold_curve(report)
     used = {f"iteration {row['iteration']}": row.get("uc") for row in report.iterations}

@@ -1,8 +1,9 @@
 """What a loop has produced, read from the launchpad and the JobStore.
 
-The CLI's ``status``, ``results`` and ``report`` and the notebooks share these queries. Each
-job of a loop carries ``metadata = {uq_flows_loop, iteration}`` (flows.loop), so a loop's
-documents are found by name and metadata alone; a running loop gives what it has so far.
+The CLI's ``status``, ``results`` and ``report`` and the notebooks share these queries. Every
+job of a loop carries the loop id in its metadata, and the jobs read here also their
+iteration (flows.loop), so a loop's documents are found by name and metadata alone; a running
+loop gives what it has so far.
 """
 
 from __future__ import annotations
