@@ -39,8 +39,7 @@ def loop_report():
             {"iteration": 2, "complete": False, "n_candidates": 20, "n_high_u": 4, "dft_total": 12, "uc": 0.3}]
     candidate_u = rng.lognormal(-1.5, 1.0, 60)
     return LoopReport(loop="si-test", state="running", members=["a", "b", "c"], iterations=rows,
-                      candidate_u=candidate_u, candidate_atoms=np.full(60, 8), candidate_iteration=np.repeat([0, 1, 2], 20),
-                      dft=ReferenceErrors.concatenate(parts))
+                      candidate_u=candidate_u, dft=ReferenceErrors.concatenate(parts))
 
 
 def test_reference_errors_are_the_ensemble_mean_force_error_of_eq_5():
@@ -83,8 +82,7 @@ def test_write_report_embeds_every_figure_and_the_iteration_table(tmp_path, loop
 
 def test_a_loop_without_dft_errors_still_gets_its_report(tmp_path, loop_report):
     empty = LoopReport(loop="fresh", state="running", members=["a", "b"], iterations=loop_report.iterations[2:],
-                       candidate_u=loop_report.candidate_u[:20], candidate_atoms=np.full(20, 8),
-                       candidate_iteration=np.zeros(20, int))
+                       candidate_u=loop_report.candidate_u[:20])
     files = write_report(empty, tmp_path)
     assert all(path.stat().st_size > 0 for path in files.values())
     summary = json.loads(files["summary"].read_text())

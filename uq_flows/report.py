@@ -38,8 +38,6 @@ class LoopReport:
     members: list[str]
     iterations: list[dict] = field(default_factory=list)
     candidate_u: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    candidate_atoms: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
-    candidate_iteration: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
     dft: ReferenceErrors = field(default_factory=lambda: ReferenceErrors.concatenate([]))
 
 

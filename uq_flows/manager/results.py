@@ -122,7 +122,7 @@ def report_data(store: JobStore, loop: str, state: str = "unknown") -> LoopRepor
     if not (scores or finished):
         raise InputError(f"loop {loop!r} has no results yet (nothing scored)")
     rows, dft_so_far = [], 0
-    candidate_u, candidate_atoms, candidate_iteration, errors = [], [], [], []
+    candidate_u, errors = [], []
     for iteration in sorted(set(scores) | set(finished)):
         if iteration in finished:
             row = {**finished[iteration], "complete": True}
@@ -134,13 +134,9 @@ def report_data(store: JobStore, loop: str, state: str = "unknown") -> LoopRepor
         row["uc"] = routings[iteration].uc if iteration in routings else None
         rows.append(row)
         if iteration in scores:
-            scored = [s for s in scores[iteration].structures if s.U is not None]
-            candidate_u += [s.U for s in scored]
-            candidate_atoms += [s.n_atoms for s in scored]
-            candidate_iteration += [iteration] * len(scored)
+            candidate_u += [s.U for s in scores[iteration].structures if s.U is not None]
             if iteration in datasets:
                 errors.append(dft_force_errors(scores[iteration], datasets[iteration], iteration))
     members = next(iter(scores.values())).members if scores else []
     return LoopReport(loop=loop, state=state, members=members, iterations=rows,
-                      candidate_u=np.array(candidate_u, float), candidate_atoms=np.array(candidate_atoms, int),
-                      candidate_iteration=np.array(candidate_iteration, int), dft=ReferenceErrors.concatenate(errors))
+                      candidate_u=np.array(candidate_u, float), dft=ReferenceErrors.concatenate(errors))

@@ -24,6 +24,7 @@ from uq_flows.uncertainty._checks import (
     segment_sum,
 )
 from uq_flows.uncertainty.calibration import spearman
+from uq_flows.uncertainty.ensemble import ensemble_mean_force_error
 
 
 def force_error_terms(reference_forces, predicted_forces, n_atoms) -> tuple[np.ndarray, np.ndarray]:
@@ -211,10 +212,12 @@ class ReferenceErrors:
 
     @classmethod
     def from_forces(cls, u, reference, mean, iteration: int) -> ReferenceErrors:
-        diffs = [np.asarray(r, float) - np.asarray(m, float) for r, m in zip(reference, mean)]
-        return cls(u=np.asarray(u, float), max_error=np.array([np.linalg.norm(d, axis=1).max() for d in diffs]),
-                   sq_sum=np.array([np.sum(d * d) for d in diffs]), n_components=np.array([d.size for d in diffs]),
-                   iteration=np.full(len(diffs), iteration))
+        """From per-structure reference and ensemble-mean forces, each (n_atoms_j, 3)."""
+        n_atoms = [len(r) for r in reference]
+        reference, mean = np.concatenate(reference), np.concatenate(mean)
+        sq_sum, n_components = force_error_terms(reference, mean, n_atoms)
+        return cls(u=np.asarray(u, float), max_error=ensemble_mean_force_error(reference, mean[None], n_atoms),
+                   sq_sum=sq_sum, n_components=n_components, iteration=np.full(len(n_atoms), iteration))
 
     @classmethod
     def concatenate(cls, parts: list[ReferenceErrors]) -> ReferenceErrors:
