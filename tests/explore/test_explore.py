@@ -6,6 +6,7 @@ from ase import Atoms
 from ase.build import bulk
 from ase.calculators.calculator import Calculator, all_changes
 from ase.calculators.emt import EMT
+from ase.neighborlist import neighbor_list
 
 from uq_flows.errors import InputError
 from uq_flows.explore.generators import dimers, short_range_pairs, starting_set, strained_rattled, surfaces
@@ -29,6 +30,55 @@ def test_generators_make_what_they_say():
         starting_set(["Xx"])
     with pytest.raises(InputError, match="unknown generator"):
         starting_set(["Cu"], kinds=["melt"])
+
+
+def _plane_heights(atoms: Atoms) -> np.ndarray:
+    z = np.sort(atoms.positions[:, 2])
+    return z[np.concatenate([[True], np.diff(z) > 1e-3])]
+
+
+def _nearest_neighbour_bonds(atoms: Atoms, atom: int, cutoff: float) -> np.ndarray:
+    first, vectors = neighbor_list("iD", atoms, cutoff)
+    return vectors[first == atom]
+
+
+# Interplanar spacings of the atomic planes in units of the cubic lattice constant a (pattern repeats
+# from the bottom plane): fcc d(100) = a/2, d(110) = a/(2√2), d(111) = a/√3; bcc d(100) = a/2,
+# d(110) = a/√2, d(111) = a/(2√3); diamond d(100) = a/4, d(110) = a/(2√2) and (111) bilayers
+# a√3/12 apart, a√3/4 between bilayers.
+@pytest.mark.parametrize("element, hkl, spacings", [
+    ("Cu", (1, 0, 0), [1 / 2]), ("Cu", (1, 1, 0), [1 / (2 * np.sqrt(2))]), ("Cu", (1, 1, 1), [1 / np.sqrt(3)]),
+    ("W", (1, 0, 0), [1 / 2]), ("W", (1, 1, 0), [1 / np.sqrt(2)]), ("W", (1, 1, 1), [1 / (2 * np.sqrt(3))]),
+    ("Si", (1, 0, 0), [1 / 4]), ("Si", (1, 1, 0), [1 / (2 * np.sqrt(2))]),
+    ("Si", (1, 1, 1), [np.sqrt(3) / 12, np.sqrt(3) / 4]),
+])
+def test_surfaces_are_the_labelled_planes(element, hkl, spacings):
+    (slab,) = surfaces(element, [hkl], layers=7, max_atoms=64)
+    crystal = bulk(element, cubic=True)
+    a = crystal.cell[0, 0]
+    assert slab.info["generator"] == f"surface {hkl}, 7 layers"
+    heights = _plane_heights(slab)
+    assert len(heights) == 7
+    assert np.diff(heights) == pytest.approx(a * np.resize(spacings, 6), abs=1e-6)
+    # A middle-plane atom sees the bulk's nearest neighbours with z along [hkl] of the cubic cell:
+    # the bonds' components along the slab normal are those of the bulk bonds along hkl/|hkl|.
+    shells = np.unique(np.round(neighbor_list("d", crystal, 1.1 * a), 4))
+    cutoff = (shells[0] + shells[1]) / 2
+    middle = int(np.flatnonzero(np.abs(slab.positions[:, 2] - heights[3]) < 1e-3)[0])
+    along_normal = np.sort(_nearest_neighbour_bonds(slab, middle, cutoff)[:, 2])
+    bulk_along_hkl = _nearest_neighbour_bonds(crystal, 0, cutoff) @ (np.array(hkl) / np.linalg.norm(hkl))
+    assert len(along_normal) == len(bulk_along_hkl)
+    assert any(np.allclose(along_normal, np.sort(sign * bulk_along_hkl), atol=1e-6) for sign in (1, -1))
+
+
+def test_surfaces_stay_within_max_atoms():
+    for element in ("Cu", "W", "Si", "Ti"):
+        for slab in surfaces(element, layers=6, max_atoms=8):
+            layers = int(slab.info["generator"].split(", ")[-1].split()[0])
+            assert len(slab) <= 8 and len(_plane_heights(slab)) == layers >= 2
+    assert max(len(a) for a in starting_set(["Si"], n=2, max_atoms=6, kinds=["surfaces"])) <= 6
+    with pytest.raises(InputError, match="Miller indices"):
+        surfaces("Cu", [(0, 0, 0)])
 
 
 def test_schedule_is_piecewise_linear():

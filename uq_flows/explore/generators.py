@@ -75,17 +75,64 @@ def vacancies(element: str, n: int, max_atoms: int = 16, rattle: float = 0.02, s
     return out
 
 
+def _miller_in_cell(hkl: Sequence[int], conventional: np.ndarray, cell: np.ndarray) -> tuple[int, int, int]:
+    """Miller indices, relative to ``cell``, of the plane family (hkl) of the ``conventional`` cell
+    (both in one Cartesian frame): h'_i = a'_i · G with G = Σ_j h_j b_j the reciprocal-lattice
+    vector of (hkl), reduced to coprime integers (Ashcroft & Mermin, Solid State Physics, ch. 5)."""
+    indices = cell @ np.linalg.solve(conventional, np.asarray(hkl, dtype=float))
+    for multiple in range(1, 13):
+        scaled = multiple * indices
+        if np.allclose(scaled, np.round(scaled), atol=1e-6):
+            integers = np.round(scaled).astype(int)
+            return tuple(int(i) for i in integers // np.gcd.reduce(integers))
+    raise InputError(f"({', '.join(map(str, hkl))}) has no integer Miller indices in the primitive cell")
+
+
+def _atomic_planes(atoms: Atoms, tol: float = 1e-3) -> list[np.ndarray]:
+    """Indices of the atoms in each plane normal to z, bottom to top (planes closer than ``tol`` Å merge)."""
+    order = np.argsort(atoms.positions[:, 2], kind="stable")
+    z = atoms.positions[order, 2]
+    return np.split(order, np.flatnonzero(np.diff(z) > tol) + 1)
+
+
+def surface_slab(element: str, hkl: Sequence[int], layers: int = 4, vacuum: float = 6.0) -> Atoms:
+    """``layers`` atomic planes of the (hkl) surface of ``element``'s reference crystal, normal along z,
+    ``vacuum`` Å each side. (hkl) refers to the conventional cell (cubic for fcc, bcc, diamond and sc;
+    hexagonal for hcp); the slab is cut from the primitive cell with the equivalent indices, so the
+    in-plane cell is the smallest one of that surface."""
+    if len(hkl) != 3 or not all(float(i).is_integer() for i in hkl) or not any(hkl):
+        raise InputError(f"Miller indices must be three integers, not all zero; got {tuple(hkl)}")
+    if layers < 1:
+        raise InputError(f"a slab needs at least one atomic layer; got {layers}")
+    conventional, primitive = ground_state(element), ground_state(element, cubic=False)
+    indices = _miller_in_cell(hkl, conventional.cell.array, primitive.cell.array)
+    planes_per_cell = len(_atomic_planes(surface(primitive, indices, 1)))
+    stack = surface(primitive, indices, -(-layers // planes_per_cell) + 1)
+    planes = _atomic_planes(stack)
+    heights = [stack.positions[p[0], 2] for p in planes]
+    # Cut across the widest gap between planes (fewest broken bonds: e.g. Si(111) ends in bilayers).
+    start = max(range(1, planes_per_cell + 1), key=lambda k: round(heights[k] - heights[k - 1], 6))
+    slab = stack[np.sort(np.concatenate(planes[start:start + layers]))]
+    slab.center(vacuum, axis=2)
+    slab.pbc = True
+    return slab
+
+
 def surfaces(element: str, miller: Sequence[tuple[int, int, int]] = ((1, 0, 0), (1, 1, 0), (1, 1, 1)),
              layers: int = 4, vacuum: float = 6.0, max_atoms: int = 16) -> list[Atoms]:
-    """Slabs of low-index surfaces (periodic in-plane, vacuum along the normal)."""
+    """Slabs of low-index surfaces (periodic in-plane, vacuum along z), Miller indices of the
+    conventional cell; each has ``layers`` atomic planes, fewer (down to two) to stay within
+    ``max_atoms``."""
     out = []
     for hkl in miller:
-        slab = surface(ground_state(element, cubic=False), hkl, layers, vacuum=vacuum)
-        while len(slab) > max_atoms and layers > 2:
-            layers -= 1
-            slab = surface(ground_state(element, cubic=False), hkl, layers, vacuum=vacuum)
-        slab.pbc = True
-        out.append(_tag(slab, f"surface {hkl}, {layers} layers"))
+        slab = surface_slab(element, hkl, layers, vacuum)
+        planes = _atomic_planes(slab)
+        kept = len(planes)
+        while kept > 2 and sum(len(p) for p in planes[:kept]) > max_atoms:
+            kept -= 1
+        if kept < len(planes):
+            slab = surface_slab(element, hkl, kept, vacuum)
+        out.append(_tag(slab, f"surface {tuple(int(i) for i in hkl)}, {kept} layers"))
     return out
 
 
