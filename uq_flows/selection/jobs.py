@@ -5,7 +5,9 @@ in (member × chunk) jobs, a ``qbc`` job applies MP-ALOE's thresholds, a ``descr
 computes descriptors of the QBC-selected candidates, and a ``direct`` job down-samples them.
 Categories: ``selection_category`` (``cpu``) for QBC, descriptors and DIRECT; committee
 predictions of uMLIP members go to ``score_category`` (``gpu``) like scoring, those of ACE
-potentials to ``selection_category``. Forces, stresses and feature matrices go to the
+potentials to ``selection_category``. ``ElementalReferenceMaker`` relaxes the elements'
+reference crystals with the teacher (``score_category``) for QBC's formation-energy
+pre-filter. Forces, stresses and feature matrices go to the
 JobStore's ``data`` store; the index documents keep indices, ids, metrics and counts.
 """
 
@@ -19,7 +21,7 @@ import numpy as np
 from jobflow import Flow, Job, Maker, OnMissing, job
 from pydantic import BaseModel, Field
 
-from uq_flows.ensemble.members import MemberSpec, load_calculator
+from uq_flows.ensemble.members import MemberSpec, load_calculator, parse_member
 from uq_flows.ensemble.predict import MemberPredictions, predict_member
 from uq_flows.ensemble.scoring import concatenate_predictions
 from uq_flows.flows.categories import set_category
@@ -29,15 +31,27 @@ from uq_flows.selection.coverage import feature_coverage
 from uq_flows.selection.descriptors import compute_descriptors, parse_descriptor
 from uq_flows.selection.direct import DirectConfig, check_features, direct_sample
 from uq_flows.selection.qbc import QBCConfig, select_from_predictions
+from uq_flows.selection.references import (
+    DEFAULT_FMAX,
+    DEFAULT_MAX_STEPS,
+    ElementalReference,
+    check_reference_elements,
+    check_relaxation_settings,
+    reference_energies,
+    reference_notes,
+    relax_reference_crystals,
+)
 from uq_flows.settings import get_settings
 
 PREDICTION_DATA = ["energies", "forces", "stresses"]
 
 
-
-
 def _selection_category() -> str:
     return get_settings().selection_category
+
+
+def _score_category() -> str:
+    return get_settings().score_category
 
 
 # --------------------------------------------------------------------------- documents
@@ -101,6 +115,21 @@ class SelectionDocument(BaseModel):
     failed: list[dict[str, Any]] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
     labels: list[int] = Field(default_factory=list, description="Cluster of every candidate (-1: not clustered).")
+
+
+class ElementalReferenceDocument(BaseModel):
+    """Elemental reference energies from a teacher's relaxed reference crystals (QBC's
+    formation-energy pre-filter, MP-ALOE paper 003). ``elemental_references`` are on the
+    teacher's scale: for a committee fitted on aligned labels, add the alignment shifts μ_el
+    (``uq_flows.selection.references.shifted_references``)."""
+
+    teacher: str
+    version: str
+    elemental_references: dict[str, float] = Field(
+        description="{symbol: eV/atom} for QBCConfig.elemental_references."
+    )
+    references: list[ElementalReference]
+    notes: list[str] = Field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- jobs
@@ -245,7 +274,43 @@ def direct(
     )
 
 
+@job
+def elemental_references(
+    elements: list[str], teacher: str, device: str | None = None, fmax: float = DEFAULT_FMAX,
+    max_steps: int = DEFAULT_MAX_STEPS,
+) -> ElementalReferenceDocument:
+    """Relax every element's reference crystal with the teacher (a member spec string)."""
+    spec = parse_member(teacher)
+    references = relax_reference_crystals(elements, load_calculator(spec, device), fmax, max_steps)
+    return ElementalReferenceDocument(
+        teacher=spec.name, version=member_version(spec), elemental_references=reference_energies(references),
+        references=references, notes=reference_notes(references),
+    )
+
+
 # --------------------------------------------------------------------------- makers
+
+
+@dataclass
+class ElementalReferenceMaker(Maker):
+    """One job relaxing the elements' reference crystals with the teacher (category ``gpu``:
+    ``score_category``, it runs a uMLIP); output ``ElementalReferenceDocument``."""
+
+    name: str = "elemental references"
+    teacher: str = "chgnet-0.3.0"
+    fmax: float = DEFAULT_FMAX
+    max_steps: int = DEFAULT_MAX_STEPS
+    device: str | None = None
+    category: str | None = field(default_factory=_score_category)
+
+    def make(self, elements: list[str]) -> Job:
+        parse_member(self.teacher)  # fail early on unknown members and bad settings
+        check_relaxation_settings(self.fmax, self.max_steps)
+        if isinstance(elements, (list, tuple, str)):
+            elements = check_reference_elements(elements)  # and on elements without a reference crystal
+        new_job = elemental_references(elements, self.teacher, self.device, self.fmax, self.max_steps)
+        new_job.name = self.name
+        return set_category(new_job, self.category)
 
 
 @dataclass
