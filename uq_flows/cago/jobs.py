@@ -15,6 +15,7 @@ from uq_flows.cago.filters import DEFAULT_MAX_COMMITTEE_FORCE
 from uq_flows.cago.optimizer import CagoSettings
 from uq_flows.flows.categories import set_category
 from uq_flows.labeling.assembly import DistilledDataset
+from uq_flows.labeling.labels import Label
 from uq_flows.labeling.screening import DEFAULT_MIN_DISTANCE
 from uq_flows.records import StructureRecord
 
@@ -28,10 +29,12 @@ class CalibrationDocument(BaseModel):
 
 
 @job
-def calibrate_job(structures: list[StructureRecord], dataset: DistilledDataset, committee: list[str]) -> CalibrationDocument:
-    """Fit σ_cal = a·σ̂^b on the dataset's ok labels (paper 004, eq. 5)."""
+def calibrate_job(structures: list[StructureRecord], dataset: DistilledDataset | list[Label],
+                  committee: list[str]) -> CalibrationDocument:
+    """Fit σ_cal = a·σ̂^b on ok labels the committee was not fitted on (paper 004, eq. 5)."""
     by_id = {s.id: s for s in structures}
-    labels = [label for label in dataset.ok_labels() if label.id in by_id]
+    given = dataset.labels if isinstance(dataset, DistilledDataset) else dataset
+    labels = [label for label in given if label.ok and label.id in by_id]
     members = load_committee(committee)
     sigma_hat, errors = committee_errors(members, [by_id[x.id].to_atoms() for x in labels],
                                          [np.asarray(x.forces) for x in labels])

@@ -125,16 +125,31 @@ def submit(
 def _status_table(status: dict[str, Any]) -> None:
     for loop in status["loops"]:
         table = Table(title=f"loop {loop['id']}: {loop['state']}")
-        for column in ("iter", "candidates", "high U", "DFT ok", "DFT failed", "rejected", "teacher", "train E (meV/atom)",
-                       "train F (eV/Å)", "ρ(U, err)", "next", "decision"):
+        for column in ("iter", "candidates", "U_c", "high U", "DFT ok", "DFT failed", "rejected", "teacher",
+                       "test E (meV/atom)", "test F (eV/Å)", "ρ audit (n)", "CAGO a, b", "next", "decision"):
             table.add_column(column, justify="right")
         for it in loop["iterations"]:
-            energy = it["train_energy_rmse_per_atom"]
-            table.add_row(str(it["iteration"]), str(it["n_candidates"]), str(it["n_high_u"]), str(it["n_dft_ok"]),
-                          str(it["n_dft_failed"]), str(it["n_rejected"]), str(it["n_teacher"]),
-                          fmt(None if energy is None else 1000 * energy, 3), fmt(it["train_force_rmse"], 3),
-                          fmt(it["spearman_dft"], 2), str(it["n_next_candidates"]), it["reason"])
+            energy = it.get("test_energy_rmse_per_atom")
+            calibration = it.get("calibration")
+            table.add_row(str(it["iteration"]), str(it["n_candidates"]), fmt(it.get("uc"), 3), str(it["n_high_u"]),
+                          str(it["n_dft_ok"]), str(it["n_dft_failed"]), str(it["n_rejected"]), str(it["n_teacher"]),
+                          fmt(None if energy is None else 1000 * energy, 3), fmt(it.get("test_force_rmse"), 3),
+                          f"{fmt(it.get('spearman_audit'), 2)} ({it.get('n_audit', 0)})",
+                          f"{calibration['a']:.2f}, {calibration['b']:.2f}" if calibration else (it.get("cago") or "—"),
+                          str(it["n_next_candidates"]), it["reason"])
         err.print(table)
+        err.print("test RMSEs and ρ(U, ensemble-mean force error) are measured on each iteration's random audit sample "
+                  "(held out of that iteration's fit)", highlight=False)
+        last = loop["iterations"][-1] if loop["iterations"] else None
+        if last and last.get("alignment"):
+            a = last["alignment"]
+            shifts = ", ".join(f"{el} {mu:+.4f}" for el, mu in a["shifts"].items())
+            err.print(f"energy alignment (teacher → DFT, eV/atom): {shifts}; residual "
+                      f"{1000 * a['residual_rmse_per_atom']:.2g} meV/atom on {a['n_structures']} {a['sample']} "
+                      "structures", highlight=False)
+        for it in loop["iterations"]:
+            for warning in it.get("warnings") or []:
+                err.print(f"[yellow]iteration {it['iteration']}: {warning}[/]", highlight=False)
         jobs = ", ".join(f"{cat}: " + " ".join(f"{s.lower()} {n}" for s, n in states.items())
                          for cat, states in loop["jobs"].items())
         err.print(f"jobs by category: {jobs}", highlight=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Literal
 
@@ -13,7 +14,9 @@ from uq_flows.cago.optimizer import CagoSettings
 from uq_flows.errors import InputError
 from uq_flows.explore.generators import GENERATORS
 from uq_flows.explore.md import MDSettings
+from uq_flows.labeling.alignment import DEFAULT_MAX_RESIDUAL
 from uq_flows.labeling.cp2k import Cp2kSettings
+from uq_flows.labeling.source_screens import SourceScreens
 
 
 class _Strict(BaseModel):
@@ -51,6 +54,9 @@ class ExploreConfig(_Strict):
     cago: CagoSettings | None = Field(default_factory=lambda: CagoSettings(max_steps=20))
     n_cago_members: int = Field(3, ge=2, description="Committee members CAGO uses (paper 004: 3-4).")
     max_cago_seeds: int = Field(8, ge=1)
+    calibrate: bool = Field(True, description="Calibrate σ = a·σ̂^b every iteration on the held-out audit labels "
+                                              "(paper 004, eq. 5); false runs CAGO uncalibrated, with a warning.")
+    min_calibration_atoms: int = Field(8, ge=2, description="Held-out atoms needed to calibrate; fewer: CAGO waits.")
 
 
 class SelectConfig(_Strict):
@@ -60,6 +66,9 @@ class SelectConfig(_Strict):
     birch_threshold: float = Field(0.1, gt=0)
     k: int = Field(1, ge=1)
     max_candidates: int = Field(50, ge=1, description="Candidates passed to the next iteration at most.")
+    formation_energy_prefilter: bool = Field(
+        True, description="MP-ALOE's pre-filter (formation energy > 0.25 eV/atom) with elemental references "
+                          "computed once from the teacher (qbc_config.elemental_references wins if given).")
 
 
 class ConvergenceConfig(_Strict):
@@ -69,6 +78,25 @@ class ConvergenceConfig(_Strict):
     target_energy_rmse: float | None = Field(None, gt=0, description="eV/atom, test (or train) RMSE of the fit.")
     target_force_rmse: float | None = Field(None, gt=0, description="eV/Å")
     max_high_u_fraction: float | None = Field(None, ge=0, le=1, description="Stop once fewer candidates are high-U.")
+
+
+class AuditConfig(_Strict):
+    """A random sample of every iteration's candidates labelled by DFT *and* the teacher, whatever U.
+
+    It is the unbiased sample for the energy alignment, ρ(U, error), the fit's test RMSEs and
+    the CAGO calibration (METHODS §2, §7). ``auto``: on when the labels need aligning or CAGO
+    is calibrated.
+    """
+
+    enabled: Literal["auto", "on", "off"] = "auto"
+    size: int | None = Field(None, ge=1, description="Structures per iteration (overrides fraction).")
+    fraction: float = Field(0.1, gt=0, le=1, description="Share of the candidates per iteration.")
+    min_size: int = Field(3, ge=1)
+    seed: int = 0
+
+    def size_for(self, n_candidates: int) -> int:
+        wanted = self.size if self.size is not None else max(self.min_size, math.ceil(self.fraction * n_candidates))
+        return min(wanted, n_candidates)
 
 
 class LoopConfig(_Strict):
@@ -81,6 +109,14 @@ class LoopConfig(_Strict):
     members: list[str] = Field(min_length=2)
     weights: str = "auto"
     uc: float = Field(1.0, ge=0)
+    target_force_rmse: float | None = Field(
+        None, gt=0, description="eV/Å: choose U_c each iteration as the largest whose teacher forces reach this RMSE "
+                                "on the audit sample (replaces uc).")
+    audit: AuditConfig = Field(default_factory=AuditConfig)
+    align_energies: Literal["auto", "on", "off"] = Field(
+        "auto", description="Per-element teacher→DFT energy shifts; auto: on unless the teacher is the DFT labeller.")
+    align_max_residual: float = Field(DEFAULT_MAX_RESIDUAL, gt=0, description="eV/atom: refuse a worse alignment.")
+    screens: SourceScreens = Field(default_factory=SourceScreens)
     chunk_size: int = Field(500, ge=1)
     dft: DftConfig = Field(default_factory=DftConfig)
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
@@ -94,7 +130,27 @@ class LoopConfig(_Strict):
     def _has_candidates(self) -> LoopConfig:
         if not self.structures and self.generate is None:
             raise ValueError("give initial structures or a generate section")
+        if self.target_force_rmse is not None and self.audit.enabled == "off":
+            raise ValueError("target_force_rmse chooses U_c on the audit sample: it needs audit.enabled auto or on")
+        if self.explore.n_cago_members > self.fit.ensemble_size and self.explore.cago is not None:
+            raise ValueError(f"explore.n_cago_members ({self.explore.n_cago_members}) exceeds the ACE committee "
+                             f"(fit.ensemble_size = {self.fit.ensemble_size})")
         return self
+
+    @property
+    def aligns_energies(self) -> bool:
+        """Teacher energies need shifting to the DFT zero: the labeller is not the teacher itself."""
+        if self.align_energies != "auto":
+            return self.align_energies == "on"
+        same = self.dft.labeller == "calculator" and self.dft.calculator == self.teacher.energy_from
+        return not same
+
+    @property
+    def audits(self) -> bool:
+        if self.audit.enabled != "auto":
+            return self.audit.enabled == "on"
+        return self.aligns_energies or self.target_force_rmse is not None or (
+            self.explore.cago is not None and self.explore.calibrate)
 
     def required_executables(self) -> list[str]:
         """Programs the loop runs (``cp2k``, ``vasp``, ``pacemaker``); checked before submitting."""

@@ -18,11 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from ase.data import atomic_numbers
 from jobflow import Flow, Maker, OnMissing, Response, job
 from pydantic import BaseModel, Field
 
 from uq_flows.ace.jobs import AceFitDocument, AceFitMaker
-from uq_flows.cago.jobs import CagoMaker
+from uq_flows.cago.jobs import CagoMaker, CalibrationDocument, CalibrationMaker
 from uq_flows.ensemble.jobs import (
     CombineUncertaintyMaker,
     EnsembleScoreMaker,
@@ -43,26 +44,23 @@ from uq_flows.labeling.jobs import (
     VaspLabelMaker,
     VaspStaticMaker,
 )
-from uq_flows.labeling.labels import Label
+from uq_flows.labeling.labels import DFT, Label
+from uq_flows.labeling.pool import TrainingPool, TrainingSplit
 from uq_flows.records import StructureRecord
 from uq_flows.selection.jobs import (
     DescriptorMaker,
     DirectMaker,
+    ElementalReferenceDocument,
+    ElementalReferenceMaker,
     QBCMaker,
     SelectionMaker,
 )
+from uq_flows.selection.references import shifted_references
 from uq_flows.settings import get_settings
 from uq_flows.uncertainty import ReferenceErrors
 
 LOOP_KEY = "uq_flows_loop"
 STATE_JOB = "loop state"
-
-
-class TrainingPool(BaseModel):
-    """Every labelled structure of the loop so far (ok labels only), without duplicates."""
-
-    structures: list[StructureRecord] = Field(default_factory=list)
-    labels: list[Label] = Field(default_factory=list)
 
 
 class IterationSummary(BaseModel):
@@ -83,7 +81,19 @@ class IterationSummary(BaseModel):
     train_force_rmse: float | None = None
     test_energy_rmse_per_atom: float | None = None
     test_force_rmse: float | None = None
-    spearman_dft: float | None = Field(None, description="ρ(U, ensemble-mean force error) on DFT labels.")
+    spearman_dft: float | None = Field(
+        None, description="ρ(U, ensemble-mean force error) on the DFT-routed labels (U ≥ U_c: range-restricted).")
+    spearman_audit: float | None = Field(
+        None, description="ρ(U, ensemble-mean force error) on the random audit sample (unbiased).")
+    n_audit: int = Field(0, description="Audit structures with DFT labels (the held-out test set of this fit).")
+    uc: float | None = Field(None, description="The U_c used (eV/Å), and how it was chosen in uc_source.")
+    uc_source: str | None = None
+    alignment: dict | None = Field(None, description="The loop's energy alignment after this iteration: shifts "
+                                                     "(eV/atom), residual, pairs by sample, warning.")
+    n_waiting_alignment: int = Field(0, description="Teacher labels held out of the fit until they can be aligned.")
+    calibration: dict | None = Field(None, description="CAGO's σ_cal = a·σ̂^b: a, b, z-score std before/after, atoms.")
+    cago: str | None = Field(None, description="calibrated, uncalibrated (config), or why CAGO did not run.")
+    warnings: list[str] = Field(default_factory=list)
     n_next_candidates: int
     converged: bool
     reason: str
@@ -98,14 +108,40 @@ def dft_maker(config: LoopConfig):
     return CalculatorLabelMaker(calculator=config.dft.calculator)
 
 
+def teacher_maker(config: LoopConfig) -> TeacherLabelMaker:
+    return TeacherLabelMaker(energy_from=config.teacher.energy_from, forces_from=config.teacher.forces_from)
+
+
+def threshold_maker(config: LoopConfig, iteration: int, n_candidates: int, budget: int | None) -> ThresholdMaker:
+    """U_c fixed or from the audit (``target_force_rmse``); the audit sample changes every iteration."""
+    audit_size = config.audit.size_for(n_candidates) if config.audits else 0
+    seed = config.audit.seed + iteration
+    if config.target_force_rmse is not None:
+        return ThresholdMaker(uc=config.uc, dft_budget=budget, target_force_rmse=config.target_force_rmse,
+                              audit_size=max(audit_size, 1), seed=seed, audit_dft_maker=dft_maker(config),
+                              audit_teacher_maker=teacher_maker(config))
+    return ThresholdMaker(uc=config.uc, dft_budget=budget, audit_size=audit_size, audit_with_fixed_uc=audit_size > 0,
+                          seed=seed)
+
+
+def new_pool(config: LoopConfig) -> TrainingPool:
+    return TrainingPool(align_energies=config.aligns_energies, max_residual=config.align_max_residual)
+
+
 @job
-def merge_pool(pool: TrainingPool | None, structures: list[StructureRecord], dataset: DistilledDataset) -> TrainingPool:
-    """The pool plus this iteration's ok labels; an id labelled before is not added twice."""
-    pool = pool or TrainingPool()
-    known = {s.id for s in pool.structures}
-    by_id = {s.id: s for s in structures}
-    new = [label for label in dataset.ok_labels() if label.id not in known]
-    return TrainingPool(structures=[*pool.structures, *(by_id[x.id] for x in new)], labels=[*pool.labels, *new])
+def merge_pool(pool: TrainingPool, structures: list[StructureRecord], dataset: DistilledDataset,
+               teacher_references: ElementalReferenceDocument | None = None) -> TrainingPool:
+    """The pool plus this iteration's ok labels and alignment pairs; the loop's alignment refitted on all pairs."""
+    merged = pool.merged(structures, dataset.ok_labels(), dataset.pairs)
+    if teacher_references is not None:
+        merged = merged.model_copy(update={"teacher_references": teacher_references.elemental_references})
+    return merged
+
+
+@job
+def training_split_job(pool: TrainingPool, iteration: int) -> TrainingSplit:
+    """What this iteration's fit trains on (aligned) and is tested on (its audit labels)."""
+    return pool.training_split(held_out_iteration=iteration)
 
 
 @job
@@ -116,13 +152,15 @@ def iteration_job(config: LoopConfig, iteration: int, candidates: list[Structure
     ``known_labels``: DFT labels an earlier, broken attempt at this iteration produced; they
     are used instead of running DFT again (see ``rebuild_loop``).
     """
+    pool = pool or new_pool(config)
     budget = config.convergence.dft_budget_per_iteration
     if config.convergence.dft_budget_total is not None:
         left = max(0, config.convergence.dft_budget_total - dft_so_far)
         budget = left if budget is None else min(budget, left)
     score = EnsembleScoreMaker(members=config.members, chunk_size=config.chunk_size,
+                               min_distance=config.screens.candidates.min_distance,
                                combine_maker=CombineUncertaintyMaker(weights=config.weights)).make(candidates)
-    threshold = ThresholdMaker(uc=config.uc, dft_budget=budget).make(candidates, score.output)
+    threshold = threshold_maker(config, iteration, len(candidates), budget).make(candidates, score.output)
     stages = [score, threshold]
     routing = threshold.output
     if known_labels:
@@ -132,19 +170,28 @@ def iteration_job(config: LoopConfig, iteration: int, candidates: list[Structure
         routing = reuse.output
     label = LabelStageMaker(
         dft_maker=dft_maker(config),
-        teacher_maker=TeacherLabelMaker(energy_from=config.teacher.energy_from, forces_from=config.teacher.forces_from),
+        teacher_maker=teacher_maker(config),
         assemble_maker=AssembleMaker(min_success_fraction=config.dft.min_success_fraction, iteration=iteration,
-                                     loop=config.name),
+                                     loop=config.name, align_energies=False, max_residual=config.align_max_residual),
+        screens=config.screens,
     ).make(candidates, routing)
-    merged = merge_pool(pool, candidates, label.output)
+    references = None
+    if config.select.formation_energy_prefilter and pool.teacher_references is None \
+            and "elemental_references" not in config.select.qbc_config:
+        references = ElementalReferenceMaker(teacher=config.teacher.energy_from).make(config.elements)
+        stages.append(references)
+    merged = merge_pool(pool, candidates, label.output, references.output if references else None)
     merged.name = "training pool"
-    fit = AceFitMaker(options=config.fit).make(merged.output.structures, merged.output.labels)
+    split = training_split_job(merged.output, iteration)
+    split.name = "training split"
+    fit = AceFitMaker(options=config.fit).make(split.output.train_structures, split.output.train_labels,
+                                               split.output.test_structures, split.output.test_labels)
     after = after_fit_job(config, iteration, candidates, score.output, routing, label.output,
-                          merged.output, fit.output, dft_so_far)
+                          merged.output, split.output, fit.output, dft_so_far)
     after.name = f"after fit {iteration}"
-    set_category(merged, "cpu")
-    set_category(after, "cpu")
-    flow = Flow([*stages, label, merged, fit, after], output=after.output, name=f"iteration {iteration}")
+    for light in (merged, split, after):
+        set_category(light, "cpu")
+    flow = Flow([*stages, label, merged, split, fit, after], output=after.output, name=f"iteration {iteration}")
     return Response(replace=_tagged(flow, config, iteration))
 
 
@@ -159,33 +206,85 @@ def reuse_labels(routing: RoutingDocument, known: list[Label]) -> RoutingDocumen
 
 @job
 def after_fit_job(config: LoopConfig, iteration: int, candidates, uncertainty: UncertaintyDocument,
-                  routing: RoutingDocument, dataset: DistilledDataset, pool: TrainingPool, fit: AceFitDocument,
-                  dft_so_far: int) -> Response:
-    """Write the potentials where workers find them, then MD → CAGO → QBC + DIRECT → loop state."""
+                  routing: RoutingDocument, dataset: DistilledDataset, pool: TrainingPool, split: TrainingSplit,
+                  fit: AceFitDocument, dft_so_far: int) -> Response:
+    """Write the potentials where workers find them, then MD → calibrate → CAGO → QBC + DIRECT → loop state.
+
+    CAGO runs with a calibration σ_cal = a·σ̂^b fitted on the held-out audit labels with the
+    whole ACE committee (paper 004, eq. 5: calibrate with many members, run with 3–4); without
+    enough held-out atoms it waits for a later iteration, and runs uncalibrated only when the
+    config says so.
+    """
     folder = loop_folder(config) / f"iteration-{iteration}" / "ace"
     potentials = [str(p) for p in fit.write(folder)]
     labelled = {x.id for x in dataset.ok_labels()}
     seeds = [s for s in candidates if s.id in labelled][: config.explore.n_seeds] or pool.structures[-config.explore.n_seeds:]
     md = MDExploreMaker(calculator=potentials[0], settings=config.explore.md).make(seeds)
-    jobs = [md]
+    jobs, light = [md], []
     pools = [md.output.snapshots]
+    calibration, cago_note = None, None
     if config.explore.cago is not None:
-        cago_seeds = first_records(md.output.snapshots, config.explore.max_cago_seeds)
-        cago_seeds.name = "cago seeds"
-        cago = CagoMaker(settings=config.explore.cago).make(cago_seeds.output, potentials[: config.explore.n_cago_members])
-        jobs += [cago_seeds, cago]
-        pools.append(cago.output.structures)
+        held_out_atoms = sum(s.n_atoms for s in split.test_structures)
+        if not config.explore.calibrate:
+            cago_note = "uncalibrated (explore.calibrate: false): expect true errors ≈ 2δ (paper 004)"
+        elif held_out_atoms >= config.explore.min_calibration_atoms:
+            calibrate = CalibrationMaker().make(split.test_structures, split.test_labels, potentials)
+            jobs.append(calibrate)
+            calibration, cago_note = calibrate.output, "calibrated"
+        else:
+            cago_note = (f"skipped: {held_out_atoms} held-out audit atoms, {config.explore.min_calibration_atoms} "
+                         "needed to calibrate (raise audit.size, or set explore.calibrate: false)")
+        if calibration is not None or not config.explore.calibrate:
+            cago_seeds = first_records(md.output.snapshots, config.explore.max_cago_seeds)
+            cago_seeds.name = "cago seeds"
+            cago_screen = config.screens.cago
+            cago = CagoMaker(settings=config.explore.cago, min_distance=cago_screen.min_distance).make(
+                cago_seeds.output, potentials[: config.explore.n_cago_members], calibration)
+            jobs += [cago_seeds, cago]
+            light.append(cago_seeds)
+            pools.append(cago.output.structures)
     gather = gather_candidates(pools, config.select.max_candidates * 4)
     gather.name = "gather candidates"
-    select = select_job(config, potentials, gather.output)
+    select = select_job(config, potentials, gather.output, qbc_references(config, pool))
     select.name = "select"
-    state = loop_state_job(config, iteration, uncertainty, routing, dataset, pool, fit,
-                           select.output, dft_so_far)
+    state = loop_state_job(config, iteration, uncertainty, routing, dataset, pool, fit, select.output, dft_so_far,
+                           pool_summary(pool, split), split.test_labels, calibration, cago_note)
     state.name = STATE_JOB
-    for light in (gather, select, state) + ((cago_seeds,) if config.explore.cago is not None else ()):
-        set_category(light, "cpu")
+    for job_ in (gather, select, state, *light):
+        set_category(job_, "cpu")
     flow = Flow([*jobs, gather, select, state], output=state.output, name=f"explore and select {iteration}")
     return Response(replace=_tagged(flow, config, iteration))
+
+
+def qbc_references(config: LoopConfig, pool: TrainingPool) -> dict[str, float] | None:
+    """Elemental references on the ACE committee's energy scale, for QBC's formation-energy pre-filter.
+
+    The committee is fitted on DFT-scale energies, so the teacher's references get the loop's
+    per-element shifts μ_el; None (pre-filter off) while that alignment cannot place them.
+    """
+    if not config.select.formation_energy_prefilter or pool.teacher_references is None:
+        return None
+    if not pool.align_energies:
+        return dict(pool.teacher_references)
+    if pool.alignment is None or not pool.alignment.usable \
+            or any(pool.alignment.problem([atomic_numbers[el]]) for el in pool.teacher_references):
+        return None
+    return shifted_references(pool.teacher_references, pool.alignment.shifts)
+
+
+def pool_summary(pool: TrainingPool, split: TrainingSplit) -> dict:
+    """The small part of the pool the loop-state document records."""
+    alignment = pool.alignment
+    return {
+        "n_training": len(split.train_labels),
+        "n_waiting_alignment": split.n_waiting,
+        "waiting_reason": split.waiting_reason,
+        "alignment": None if alignment is None else {
+            "shifts": alignment.shifts, "residual_rmse_per_atom": alignment.residual_rmse_per_atom,
+            "n_structures": alignment.n_structures, "sample": alignment.sample, "usable": alignment.usable,
+            "warning": alignment.warning,
+        },
+    }
 
 
 @job
@@ -203,12 +302,20 @@ def gather_candidates(pools: list[list[StructureRecord]], limit: int) -> list[St
 
 
 @job
-def select_job(config: LoopConfig, potentials: list[str], candidates: list[StructureRecord]) -> Response:
-    """QBC with the ACE committee, then DIRECT on ACE descriptors (MP-ALOE's recipe)."""
+def select_job(config: LoopConfig, potentials: list[str], candidates: list[StructureRecord],
+               references: dict[str, float] | None = None) -> Response:
+    """QBC with the ACE committee, then DIRECT on ACE descriptors (MP-ALOE's recipe).
+
+    ``references``: elemental energies (eV/atom) on the committee's scale for QBC's
+    formation-energy pre-filter (paper 003); the config's own references win.
+    """
     if not candidates:
         return Response(output=[])
+    qbc_config = dict(config.select.qbc_config)
+    if references is not None:
+        qbc_config.setdefault("elemental_references", references)
     selection = SelectionMaker(
-        qbc_maker=QBCMaker(committee=potentials, config=config.select.qbc_config) if config.select.qbc else None,
+        qbc_maker=QBCMaker(committee=potentials, config=qbc_config) if config.select.qbc else None,
         descriptor_maker=DescriptorMaker(descriptor=f"ace:{potentials[0]}"),
         direct_maker=DirectMaker(n_clusters=config.select.n_clusters, threshold=config.select.birch_threshold,
                                  k=config.select.k),
@@ -232,19 +339,33 @@ def pick_selected(candidates: list[StructureRecord], selection, limit: int) -> l
 @job
 def loop_state_job(config: LoopConfig, iteration: int, uncertainty: UncertaintyDocument,
                    routing: RoutingDocument, dataset: DistilledDataset, pool: TrainingPool, fit: AceFitDocument,
-                   next_candidates: list[StructureRecord] | None, dft_so_far: int) -> Response:
+                   next_candidates: list[StructureRecord] | None, dft_so_far: int, pool_info: dict | None = None,
+                   audit_labels: list[Label] | None = None, calibration: CalibrationDocument | None = None,
+                   cago_note: str | None = None) -> Response:
     """Record the iteration and decide: stop (a criterion is met) or add the next iteration."""
     next_candidates = next_candidates or []
+    pool_info = pool_info or {}
     counts = iteration_counts(uncertainty, routing, dataset, dft_so_far)
     metrics = fit.metrics
     reason = _stop_reason(config, iteration, counts["dft_total"], counts["n_high_u"] / max(counts["n_candidates"], 1), metrics,
                           next_candidates)
+    audit = force_errors(uncertainty, audit_labels or [], iteration)
+    warnings = [w for w in ((pool_info.get("alignment") or {}).get("warning"),) if w]
+    if pool_info.get("n_waiting_alignment"):
+        why = pool_info["waiting_reason"]
+        warnings.append(f"{pool_info['n_waiting_alignment']} teacher labels wait for an energy alignment"
+                        + ("" if warnings and why == warnings[0] else f": {why}"))
+    if cago_note and not cago_note.startswith("calibrated"):
+        warnings.append(f"CAGO {cago_note}")
     state = IterationSummary(
-        loop=config.name, iteration=iteration, **counts, n_training=len(pool.labels),
+        loop=config.name, iteration=iteration, **counts, n_training=pool_info.get("n_training", len(pool.labels)),
         train_energy_rmse_per_atom=metrics.train_energy_rmse_per_atom, train_force_rmse=metrics.train_force_rmse,
         test_energy_rmse_per_atom=metrics.test_energy_rmse_per_atom, test_force_rmse=metrics.test_force_rmse,
-        spearman_dft=dft_force_errors(uncertainty, dataset, iteration).spearman(), n_next_candidates=len(next_candidates),
-        converged=reason is not None, reason=reason or "continuing",
+        spearman_dft=dft_force_errors(uncertainty, dataset, iteration).spearman(),
+        spearman_audit=audit.spearman(), n_audit=len(audit), uc=routing.uc, uc_source=routing.uc_source,
+        alignment=pool_info.get("alignment"), n_waiting_alignment=pool_info.get("n_waiting_alignment", 0),
+        calibration=calibration_summary(calibration), cago=cago_note, warnings=warnings,
+        n_next_candidates=len(next_candidates), converged=reason is not None, reason=reason or "continuing",
         continuation=None if reason is not None else {"config": config, "next_candidates": next_candidates},
     )
     if reason is not None:
@@ -253,6 +374,16 @@ def loop_state_job(config: LoopConfig, iteration: int, uncertainty: UncertaintyD
     following.name = f"iteration {iteration + 1}"
     set_category(following, "cpu")
     return Response(output=state, addition=_tagged(Flow([following], output=following.output), config, iteration + 1))
+
+
+def calibration_summary(document: CalibrationDocument | None) -> dict | None:
+    """a, b and the z-score spread before and after calibrating (1 when calibrated; paper 002)."""
+    if document is None:
+        return None
+    fitted = document.calibration.fitted
+    return {"a": document.calibration.a, "b": document.calibration.b, "n_members": document.calibration.n_members,
+            "n_atoms": fitted.n_atoms if fitted else None, "z_std": fitted.z_std if fitted else None,
+            "z_std_uncalibrated": document.uncalibrated_z_std}
 
 
 def _stop_reason(config: LoopConfig, iteration: int, dft_total: int, high_u_fraction: float, metrics,
@@ -291,9 +422,15 @@ def iteration_counts(uncertainty: UncertaintyDocument, routing: RoutingDocument 
 
 def dft_force_errors(uncertainty: UncertaintyDocument, dataset: DistilledDataset, iteration: int) -> ReferenceErrors:
     """U against the ensemble-mean force error on the iteration's DFT labels (paper 001, eq. 5)."""
+    return force_errors(uncertainty, dataset.ok_labels(), iteration)
+
+
+def force_errors(uncertainty: UncertaintyDocument, labels: list[Label], iteration: int) -> ReferenceErrors:
+    """U against the ensemble-mean force error (paper 001, eq. 5) on these labels' DFT forces."""
     rows = {s.id: s for s in uncertainty.structures}
-    pairs = [(rows[x.id].U, x.forces, rows[x.id].mean_forces) for x in dataset.ok_labels()
-             if x.kind == "dft" and x.id in rows and rows[x.id].U is not None and rows[x.id].mean_forces is not None]
+    pairs = [(rows[x.id].U, x.forces, rows[x.id].mean_forces) for x in labels
+             if x.ok and x.kind == DFT and x.id in rows and rows[x.id].U is not None
+             and rows[x.id].mean_forces is not None]
     return ReferenceErrors.from_forces(*zip(*pairs), iteration=iteration) if pairs else ReferenceErrors.concatenate([])
 
 
@@ -321,7 +458,7 @@ class LoopMaker(Maker):
     def make(self, config: LoopConfig, candidates: list[StructureRecord]) -> Flow:
         if not candidates:
             raise ValueError("the loop needs initial candidates")
-        first = iteration_job(config, 0, candidates, None, 0)
+        first = iteration_job(config, 0, candidates, new_pool(config), 0)
         first.name = "iteration 0"
         set_category(first, "cpu")
         return _tagged(Flow([first], output=first.output, name=f"{self.name} {config.name}"), config, 0)

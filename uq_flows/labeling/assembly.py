@@ -1,9 +1,13 @@
 """Assemble the distilled dataset from routed structures and their labels (METHODS §2).
 
-Missing labels (a job that never finished) become failed labels; labels with unphysical
-forces are rejected; teacher energies are aligned to DFT per element when both sources
-exist. Assembly refuses to continue when the fraction of successful labels of a kind (DFT
-or teacher) falls below ``min_success_fraction``.
+Missing labels (a job that never finished) become failed labels; labels with forces above a
+structure's screen are rejected. Structures labelled by both sources become alignment pairs,
+marked ``audit`` (the random audit sample, unbiased) or ``high_u`` (routed to DFT by U). A
+single-shot distillation aligns teacher energies here, on those pairs (audit pairs when there
+are any); the loop stores teacher energies unaligned and applies its one alignment, fitted
+on every pair so far, when it draws a training set from its pool (``labeling.pool``).
+Assembly refuses to continue when the fraction of successful labels of a kind (DFT or
+teacher) falls below ``min_success_fraction``.
 """
 
 from __future__ import annotations
@@ -12,11 +16,19 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 from ase import Atoms
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from uq_flows.errors import InputError, UqFlowsError
-from uq_flows.labeling.alignment import EnergyAlignment, fit_energy_alignment
+from uq_flows.labeling.alignment import (
+    AUDIT,
+    DEFAULT_MAX_RESIDUAL,
+    HIGH_U,
+    AlignmentPair,
+    EnergyAlignment,
+    fit_from_pairs,
+)
 from uq_flows.labeling.labels import DFT, OK, REJECTED, TEACHER, Label
+from uq_flows.labeling.pool import AUDIT_KEY
 from uq_flows.labeling.routing import Route
 from uq_flows.labeling.screening import DEFAULT_MAX_FORCE, force_problem
 
@@ -35,7 +47,8 @@ class AssemblySummary(BaseModel):
     dft_atom_fraction: float
     dft_config_fraction: float
     success_fraction: dict[str, float]
-    alignment: EnergyAlignment | None = None
+    alignment: EnergyAlignment | None = Field(None, description="Applied here (single-shot distillation only).")
+    n_pairs: dict[str, int] = Field(default_factory=dict, description="Alignment pairs by sample (audit, high_u).")
 
 
 class DistilledDataset(BaseModel):
@@ -43,6 +56,7 @@ class DistilledDataset(BaseModel):
 
     labels: list[Label]
     summary: AssemblySummary
+    pairs: list[AlignmentPair] = Field(default_factory=list, description="Structures with DFT and teacher labels.")
 
     def ok_labels(self) -> list[Label]:
         return [label for label in self.labels if label.status == OK]
@@ -55,36 +69,45 @@ def assemble_dataset(
     teacher_labels: Sequence[Label | None],
     screened: Sequence[Label] = (),
     min_success_fraction: float = 0.8,
-    max_force: float = DEFAULT_MAX_FORCE,
+    max_force: float | None = DEFAULT_MAX_FORCE,
     align_energies: bool = True,
     iteration: int | None = None,
     loop: str | None = None,
+    max_forces: Mapping[str, float | None] | None = None,
+    max_residual: float = DEFAULT_MAX_RESIDUAL,
 ) -> DistilledDataset:
-    """Final labels per routed structure: DFT for ``dft`` routes, aligned teacher for ``teacher``.
+    """Final labels per routed structure: DFT for ``dft`` routes, teacher for ``teacher``.
 
     ``dft_labels`` and ``teacher_labels`` are matched to routes by id (None entries are
     jobs that produced nothing); a teacher label of a DFT-routed structure is used only for
     the energy alignment. ``screened`` labels (structures rejected before labelling) win
-    over any other label of the same id.
+    over any other label of the same id. ``max_forces`` overrides ``max_force`` per id
+    (None: no force screen). With ``align_energies`` teacher energies are shifted here.
     """
     dft = _by_id(dft_labels, DFT)
     teacher = _by_id(teacher_labels, TEACHER)
-    alignment = _alignment(structures, dft, teacher) if align_energies else None
+    pairs = _pairs(structures, routes, dft, teacher, iteration)
+    alignment = fit_from_pairs(pairs, max_residual) if align_energies else None
     rejected = {label.id: label for label in screened}
     final, n_deferred = [], 0
     for route in routes:
         if route.route == "deferred":
             n_deferred += 1
             continue
-        kind = DFT if route.route == "dft" else TEACHER
+        kind = TEACHER if route.route == "teacher" else DFT
         label = rejected.get(route.id) or (dft if kind == DFT else teacher).get(route.id)
+        if route.route == "rejected" and label is None:
+            label = Label(id=route.id, status=REJECTED, kind=DFT, source="screen", reason=route.reason)
         if label is None:
             label = Label.failed(route.id, kind, "unknown", f"{kind} label job produced no output")
         if label.status == OK:
-            label = _checked(label, structures[route.id], alignment if kind == TEACHER else None, max_force)
+            limit = max_forces.get(route.id, max_force) if max_forces is not None else max_force
+            label = _checked(label, structures[route.id], alignment if kind == TEACHER else None, limit)
+        provenance = {**label.provenance, "route": route.reason, **({AUDIT_KEY: True} if route.audit else {})}
         final.append(label.model_copy(update={"U": route.U, "iteration": iteration, "loop": loop,
-                                              "provenance": {**label.provenance, "route": route.reason}}))
+                                              "provenance": provenance}))
     summary = _summary(final, structures, n_deferred, alignment)
+    summary.n_pairs = {sample: sum(p.sample == sample for p in pairs) for sample in (AUDIT, HIGH_U)}
     for kind, fraction in summary.success_fraction.items():
         if fraction < min_success_fraction:
             failed = [label for label in final if label.kind == kind and label.status != OK]
@@ -92,7 +115,7 @@ def assemble_dataset(
             raise LabellingFailed(
                 f"only {fraction:.0%} of {kind} labels succeeded (minimum {min_success_fraction:.0%}); e.g. {examples}"
             )
-    return DistilledDataset(labels=final, summary=summary)
+    return DistilledDataset(labels=final, summary=summary, pairs=pairs)
 
 
 def _by_id(labels: Sequence[Label | None], kind: str) -> dict[str, Label]:
@@ -106,17 +129,20 @@ def _by_id(labels: Sequence[Label | None], kind: str) -> dict[str, Label]:
     return out
 
 
-def _alignment(structures, dft: dict[str, Label], teacher: dict[str, Label]) -> EnergyAlignment | None:
-    both = [i for i, label in dft.items() if label.status == OK and teacher.get(i) is not None and teacher[i].status == OK]
-    if not both or not teacher:
-        return None
-    return fit_energy_alignment(
-        [structures[i].numbers for i in both], [dft[i].energy for i in both], [teacher[i].energy for i in both]
-    )
+def _pairs(structures, routes: Sequence[Route], dft: dict[str, Label], teacher: dict[str, Label],
+           iteration: int | None) -> list[AlignmentPair]:
+    """Structures with ok DFT and teacher labels: audit routes are the unbiased sample."""
+    pairs = []
+    for route in routes:
+        reference, taught = dft.get(route.id), teacher.get(route.id)
+        if route.route == "dft" and reference is not None and reference.ok and taught is not None and taught.ok:
+            pairs.append(AlignmentPair.of(route.id, structures[route.id].numbers, reference.energy, taught.energy,
+                                          AUDIT if route.audit else HIGH_U, iteration))
+    return pairs
 
 
-def _checked(label: Label, atoms: Atoms, alignment: EnergyAlignment | None, max_force: float) -> Label:
-    problem = force_problem(label.forces, max_force)
+def _checked(label: Label, atoms: Atoms, alignment: EnergyAlignment | None, max_force: float | None) -> Label:
+    problem = force_problem(label.forces, max_force) if max_force is not None else None
     if problem:
         return label.model_copy(update={"status": REJECTED, "reason": problem})
     if alignment is None:

@@ -21,12 +21,13 @@ from atomate2.vasp.jobs.core import StaticMaker
 from atomate2.vasp.sets.base import VaspInputGenerator
 from atomate2.vasp.sets.core import StaticSetGenerator
 from jobflow import Flow, Job, Maker, OnMissing, Response, job
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from pymatgen.io.vasp import Kpoints
 
 from uq_flows.ensemble.jobs import UncertaintyDocument
 from uq_flows.ensemble.members import parse_member
 from uq_flows.flows.categories import set_category
+from uq_flows.labeling.alignment import DEFAULT_MAX_RESIDUAL
 from uq_flows.labeling.assembly import DistilledDataset, assemble_dataset
 from uq_flows.labeling.cp2k import Cp2kLabeller, Cp2kSettings
 from uq_flows.labeling.labels import DFT, REJECTED, TEACHER, Label
@@ -43,6 +44,7 @@ from uq_flows.labeling.screening import (
     DEFAULT_MIN_DISTANCE,
     structure_problem,
 )
+from uq_flows.labeling.source_screens import SourceScreens
 from uq_flows.labeling.teacher import teacher_labels
 from uq_flows.labeling.vasp import (
     PAPER_INCAR,
@@ -68,7 +70,8 @@ class RoutingDocument(BaseModel):
     uc_source: str
     routes: list[Route]
     counts: dict[str, int]
-    audit_labels: list[Label] = []
+    audit_labels: list[Label] = Field(default_factory=list, description="DFT labels the audit already made.")
+    audit_teacher_labels: list[Label] = Field(default_factory=list, description="Their teacher labels.")
 
 
 @job(data=LABEL_DATA)
@@ -286,14 +289,25 @@ def run_vasp_locally(structures, ids, folder: Path, kpoints=None) -> list[Label]
         return [Label.model_validate(store.get_output(ref.uuid, load=True)) for ref in flow.output]
 
 
+SCREENED_STATUSES = ("invalid", "rejected")  # scoring found the structure unphysical
+
+
 @job
 def route_job(uncertainty: UncertaintyDocument, uc: float, dft_budget: int | None, uc_source: str = "given",
-              forced_dft: list[str] | None = None, audit_labels: list[Label] | None = None) -> RoutingDocument:
+              audit: list[str] | None = None, audit_labels: list[Label] | None = None,
+              audit_teacher_labels: list[Label] | None = None, audit_size: int = 0,
+              audit_seed: int = 0) -> RoutingDocument:
+    """Routes by U; ``audit`` ids (or a random sample of ``audit_size`` scorable ones) go to DFT whatever U."""
+    rejected = {s.id: s.reason or s.status for s in uncertainty.structures if s.status in SCREENED_STATUSES}
+    if audit is None and audit_size > 0:
+        audit = audit_sample([s.id for s in uncertainty.structures if s.id not in rejected], audit_size, audit_seed)
     routes = route_by_uncertainty(
-        [s.id for s in uncertainty.structures], [s.U for s in uncertainty.structures], uc, dft_budget, forced_dft or ()
+        [s.id for s in uncertainty.structures], [s.U for s in uncertainty.structures], uc, dft_budget, audit or (),
+        rejected,
     )
     return RoutingDocument(uc=uc, uc_source=uc_source, routes=routes, counts=count_routes(routes),
-                           audit_labels=[label for label in audit_labels or [] if label is not None])
+                           audit_labels=[label for label in audit_labels or [] if label is not None],
+                           audit_teacher_labels=list(audit_teacher_labels or []))
 
 
 @job
@@ -317,13 +331,18 @@ def audit_threshold_job(structures, uncertainty, audit_dft: list[Label | None], 
         target,
     )
     source = f"audit: {len(usable)} structures, target force RMSE {target:g} eV/Å"
-    routing = route_job(uncertainty, uc, dft_budget, source, [label.id for label in usable], usable)
+    routing = route_job(uncertainty, uc, dft_budget, source, [label.id for label in usable], usable,
+                        [teacher[label.id] for label in usable])
     return Response(replace=routing)
 
 
 @dataclass
 class ThresholdMaker(Maker):
-    """Route structures by U_c, or by the U_c that reaches a target RMSE on a DFT audit sample."""
+    """Route structures by U_c, or by the U_c that reaches a target RMSE on a DFT audit sample.
+
+    With a fixed U_c, ``audit_size`` > 0 still sends a random sample to DFT whatever its U
+    (and to the teacher): the unbiased pairs for the energy alignment and ρ (METHODS §2).
+    """
 
     name: str = "threshold"
     uc: float = DEFAULT_UC
@@ -331,13 +350,15 @@ class ThresholdMaker(Maker):
     target_force_rmse: float | None = None
     audit_size: int = 20
     seed: int = 0
+    audit_with_fixed_uc: bool = False
     audit_dft_maker: Maker = field(default_factory=Cp2kLabelMaker)
     audit_teacher_maker: TeacherLabelMaker = field(default_factory=TeacherLabelMaker)
     category: str | None = "cpu"
 
     def make(self, structures: list[StructureRecord], uncertainty) -> Job | Flow:
         if self.target_force_rmse is None:
-            new_job = route_job(uncertainty, self.uc, self.dft_budget)
+            audit_size = self.audit_size if self.audit_with_fixed_uc else 0
+            new_job = route_job(uncertainty, self.uc, self.dft_budget, audit_size=audit_size, audit_seed=self.seed)
             new_job.name = self.name
             return set_category(new_job, self.category)
         sample = set(audit_sample([s.id for s in structures], self.audit_size, self.seed))
@@ -355,28 +376,34 @@ class ThresholdMaker(Maker):
 @job
 def assemble_job(structures: list[StructureRecord], routing: RoutingDocument, dft_labels: list[Label | None],
                  teacher_labels: list[Label] | None, screened: list[Label], min_success_fraction: float,
-                 max_force: float, align_energies: bool, iteration: int | None, loop: str | None) -> DistilledDataset:
+                 max_force: float | None, align_energies: bool, iteration: int | None, loop: str | None,
+                 max_forces: dict[str, float | None] | None = None, max_residual: float = DEFAULT_MAX_RESIDUAL,
+                 ) -> DistilledDataset:
     """The distilled dataset; missing DFT outputs arrive as None and become failed labels."""
     by_id = {s.id: s.to_atoms() for s in structures}
     dft = [*routing.audit_labels, *dft_labels]
-    return assemble_dataset(by_id, routing.routes, dft, teacher_labels or [], screened, min_success_fraction,
-                            max_force, align_energies, iteration, loop)
+    teacher = [*routing.audit_teacher_labels, *(teacher_labels or [])]
+    return assemble_dataset(by_id, routing.routes, dft, teacher, screened, min_success_fraction,
+                            max_force, align_energies, iteration, loop, max_forces, max_residual)
 
 
 @dataclass
 class AssembleMaker(Maker):
+    """Final labels, screens and alignment pairs; ``align_energies`` False stores teacher energies unaligned."""
+
     name: str = "assemble"
     min_success_fraction: float = 0.8
-    max_force: float = DEFAULT_MAX_FORCE
+    max_force: float | None = DEFAULT_MAX_FORCE
     align_energies: bool = True
+    max_residual: float = DEFAULT_MAX_RESIDUAL
     iteration: int | None = None
     loop: str | None = None
     category: str | None = "cpu"
 
-    def make(self, structures, routing, dft_labels, teacher_labels, screened=()) -> Job:
+    def make(self, structures, routing, dft_labels, teacher_labels, screened=(), max_forces=None) -> Job:
         new_job = assemble_job(structures, routing, dft_labels, teacher_labels, list(screened),
                                self.min_success_fraction, self.max_force, self.align_energies, self.iteration,
-                               self.loop)
+                               self.loop, max_forces, self.max_residual)
         new_job.name = self.name
         new_job.config.on_missing_references = OnMissing.NONE
         if self.iteration is not None:  # made at run time by the label stage, after the loop tagged its iteration
@@ -389,11 +416,15 @@ def label_stage_job(structures: list[StructureRecord], routing: RoutingDocument,
     """Replace itself by the DFT jobs, the teacher job and the assembly for these routes."""
     by_id = {s.id: s for s in structures}
     audited = {label.id for label in routing.audit_labels}
-    rejected, dft_jobs = [], []
+    rejected, dft_jobs, max_forces = [], [], {}
     for route in routing.routes:
-        if route.route == "deferred" or route.id in audited:
+        if route.route in ("deferred", "rejected") or route.id in audited:
             continue
-        problem = structure_problem(by_id[route.id].to_atoms(), maker.min_distance)
+        screen = maker.screens.for_source(by_id[route.id].source) if maker.screens else None
+        min_distance = screen.min_distance if screen else maker.min_distance
+        if screen is not None:
+            max_forces[route.id] = screen.max_force
+        problem = structure_problem(by_id[route.id].to_atoms(), min_distance)
         if problem:
             kind = DFT if route.route == "dft" else TEACHER
             rejected.append(Label(id=route.id, status=REJECTED, kind=kind, source="screen", reason=problem))
@@ -401,26 +432,33 @@ def label_stage_job(structures: list[StructureRecord], routing: RoutingDocument,
             dft_jobs.append(maker.dft_maker.make(by_id[route.id]))
     screened = {label.id for label in rejected}
     # teacher labels for teacher routes, and for DFT routes to align energies (METHODS §2)
-    taught = [by_id[r.id] for r in routing.routes if r.route != "deferred" and r.id not in screened and r.id not in audited]
+    taught = [by_id[r.id] for r in routing.routes if r.route in ("dft", "teacher") and r.id not in screened
+              and r.id not in audited]
     jobs = list(dft_jobs)
     teacher_output = None
     if taught and maker.teacher_maker is not None:
         teacher = maker.teacher_maker.make(taught)
         jobs.append(teacher)
         teacher_output = teacher.output
-    assemble = maker.assemble_maker.make(structures, routing, [j.output for j in dft_jobs], teacher_output, rejected)
+    assemble = maker.assemble_maker.make(structures, routing, [j.output for j in dft_jobs], teacher_output, rejected,
+                                         max_forces if maker.screens else None)
     return Response(replace=Flow([*jobs, assemble], output=assemble.output, name=maker.name))
 
 
 @dataclass
 class LabelStageMaker(Maker):
-    """DFT for structures routed to DFT, teacher labels for the rest, then assembly."""
+    """DFT for structures routed to DFT, teacher labels for the rest, then assembly.
+
+    ``screens`` (per source: candidates, MD, CAGO) replace ``min_distance`` and the
+    assembly's ``max_force`` when given (METHODS §7: the CAGO filters are for CAGO output).
+    """
 
     name: str = "label"
     dft_maker: Maker = field(default_factory=Cp2kLabelMaker)
     teacher_maker: TeacherLabelMaker | None = field(default_factory=TeacherLabelMaker)
     assemble_maker: AssembleMaker = field(default_factory=AssembleMaker)
     min_distance: float = DEFAULT_MIN_DISTANCE
+    screens: SourceScreens | None = None
     category: str | None = "cpu"
 
     def make(self, structures: list[StructureRecord], routing) -> Job:

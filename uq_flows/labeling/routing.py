@@ -1,16 +1,19 @@
 """Route scored structures to DFT or teacher labels by U (paper 001, UAMD; METHODS §2).
 
 U < U_c: teacher (uMLIP) label; U ≥ U_c, or U unknown because not every member could
-predict the structure: DFT. An optional per-iteration DFT budget keeps the most uncertain
-structures and defers the rest. Every decision carries its reason. U_c can also be chosen
-as the largest threshold whose teacher labels reach a target force RMSE on an audit set, a
-small random sample that is labelled by DFT anyway.
+predict the structure: DFT. Structures that scoring found unphysical (non-finite, atoms
+closer than the hard minimum) are ``rejected``: never taught, never sent to DFT. A random
+audit sample goes to DFT whatever its U (and is also teacher-labelled): it is the unbiased
+sample for the energy alignment, ρ(U, error) and calibration (METHODS §2). An optional
+per-iteration DFT budget keeps the audit and the most uncertain structures and defers the
+rest. Every decision carries its reason. U_c can also be chosen as the largest threshold
+whose teacher labels reach a target force RMSE on the audit sample.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Literal
 
 import numpy as np
@@ -19,7 +22,8 @@ from pydantic import BaseModel
 from uq_flows.errors import InputError
 from uq_flows.uncertainty import force_error_terms, threshold_for_target_force_rmse
 
-RouteName = Literal["dft", "teacher", "deferred"]
+RouteName = Literal["dft", "teacher", "deferred", "rejected"]
+ROUTES = ("dft", "teacher", "deferred", "rejected")
 DEFAULT_UC = 1.0  # eV/Å, paper 001 (force RMSE ≤ 0.1 eV/Å among trusted configurations)
 
 
@@ -30,6 +34,7 @@ class Route(BaseModel):
     U: float | None
     route: RouteName
     reason: str
+    audit: bool = False
 
 
 def route_by_uncertainty(
@@ -37,12 +42,13 @@ def route_by_uncertainty(
     u: Sequence[float | None],
     uc: float = DEFAULT_UC,
     dft_budget: int | None = None,
-    forced_dft: Sequence[str] = (),
+    audit: Sequence[str] = (),
+    rejected: Mapping[str, str] | None = None,
 ) -> list[Route]:
     """Teacher below U_c, DFT at or above it; over-budget DFT candidates are deferred.
 
-    ``forced_dft`` ids (e.g. an audit sample) go to DFT whatever their U and count against
-    the budget first.
+    ``audit`` ids go to DFT whatever their U and count against the budget first;
+    ``rejected`` maps ids scoring screened out to the reason (they get no label).
     """
     if len(ids) != len(u):
         raise InputError(f"{len(ids)} ids but {len(u)} U values")
@@ -50,11 +56,14 @@ def route_by_uncertainty(
         raise InputError(f"U_c must be a non-negative number, got {uc}")
     if dft_budget is not None and dft_budget < 0:
         raise InputError(f"the DFT budget must be ≥ 0, got {dft_budget}")
-    forced = set(forced_dft)
+    rejected = rejected or {}
+    forced = set(audit) - set(rejected)
     routes = []
     for structure_id, value in zip(ids, u):
         known = value is not None and math.isfinite(value)
-        if structure_id in forced:
+        if structure_id in rejected:
+            route, reason = "rejected", rejected[structure_id]
+        elif structure_id in forced:
             route, reason = "dft", "audit sample: DFT whatever U"
         elif not known:
             route, reason = "dft", "U unknown (not every member predicted it)"
@@ -62,7 +71,8 @@ def route_by_uncertainty(
             route, reason = "dft", f"U = {value:.4g} ≥ U_c = {uc:g} eV/Å"
         else:
             route, reason = "teacher", f"U = {value:.4g} < U_c = {uc:g} eV/Å"
-        routes.append(Route(id=structure_id, U=value if known else None, route=route, reason=reason))
+        routes.append(Route(id=structure_id, U=value if known else None, route=route, reason=reason,
+                            audit=structure_id in forced))
     if dft_budget is not None:
         # priority: forced first, then unknown U, then highest U
         candidates = [k for k, r in enumerate(routes) if r.route == "dft"]
@@ -82,6 +92,8 @@ def audit_sample(ids: Sequence[str], size: int, seed: int = 0) -> list[str]:
     """A reproducible random sample of ids for the DFT audit (input order kept)."""
     if size < 1:
         raise InputError(f"the audit sample needs at least one structure, got {size}")
+    if not ids:
+        return []
     size = min(size, len(ids))
     chosen = np.sort(np.random.default_rng(seed).choice(len(ids), size=size, replace=False))
     return [ids[k] for k in chosen]
@@ -96,4 +108,4 @@ def uc_for_target_rmse(
 
 
 def count_routes(routes: Sequence[Route]) -> dict[str, int]:
-    return {name: sum(r.route == name for r in routes) for name in ("dft", "teacher", "deferred")}
+    return {name: sum(r.route == name for r in routes) for name in ROUTES}

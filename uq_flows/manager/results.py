@@ -101,12 +101,16 @@ def loop_overview(lp: LaunchPad, store: JobStore, loop: str | None = None) -> di
 
 
 def training_pool(store: JobStore, loop: str):
-    """The newest training pool of the loop: ``({id: Atoms}, [ok Label, ...])``."""
+    """The newest training pool of the loop: ``({id: Atoms}, [ok Label, ...])``.
+
+    Teacher energies carry the loop's current energy alignment (the DFT zero); teacher labels
+    it cannot place yet are left out (``uq-flows status`` counts them).
+    """
     pools = _newest_per_iteration(store, {"name": POOL_JOB}, loop)
     if not pools:
         raise InputError(f"loop {loop!r} has no labelled structures yet")
     pool = pools[max(pools)]
-    return {s.id: s.to_atoms() for s in pool.structures}, pool.labels
+    return {s.id: s.to_atoms() for s in pool.structures}, pool.training_split().train_labels
 
 
 def report_data(store: JobStore, loop: str, state: str = "unknown") -> LoopReport:
