@@ -79,6 +79,38 @@ def test_missing_and_nan_labels_are_errors(tmp_path):
         read_labels(bad)
 
 
+def _write_set(path, structures, kind):
+    if kind == "pacemaker":
+        pd.DataFrame({"ase_atoms": structures}).to_pickle(path, compression="gzip")
+    elif kind == "folder":  # one POSCAR per structure
+        path.mkdir()
+        for index, atoms in enumerate(structures):
+            write(path / f"POSCAR_{index}", atoms, format="vasp")
+    else:
+        write(path, structures, format="extxyz")
+
+
+@pytest.mark.parametrize(
+    "kind, name, where",
+    [("extxyz", "set.extxyz", "set.extxyz: structure 1"), ("pacemaker", "set.pkl.gz", "set.pkl.gz: structure 1"),
+     ("folder", "poscars", "POSCAR_1: structure 0")],
+)
+def test_non_finite_positions_or_cell_name_file_and_structure(tmp_path, kind, name, where):
+    good = bulk("Cu", "fcc", a=3.61, cubic=True)
+    nan_position = good.copy()
+    nan_position.positions[2] = [np.nan, 0.0, 0.0]
+    _write_set(tmp_path / name, [good, nan_position], kind)
+    with pytest.raises(InputError, match=rf"{where} has non-finite positions on atoms \[2\]"):
+        read_many([tmp_path / name])
+
+    infinite_cell = good.copy()
+    infinite_cell.cell[1, 1] = np.inf
+    (tmp_path / "cells").mkdir()
+    _write_set(tmp_path / "cells" / name, [good, infinite_cell], kind)
+    with pytest.raises(InputError, match=rf"{where} has a non-finite cell"):
+        read_structures(tmp_path / "cells" / name)
+
+
 def test_failed_write_leaves_no_file(tmp_path):
     unlabelled = [bulk("Si")]
     with pytest.raises(InputError):

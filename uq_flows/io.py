@@ -1,8 +1,10 @@
 """Read and write structures: extxyz, pacemaker pickles and folders of POSCAR/CIF files.
 
 Every reader returns ASE ``Atoms`` with ``info["uq_source"] = "file:index"``; labels found in
-the file (energy, forces, stress) are attached as a ``SinglePointCalculator``. Writers go
-through a temporary file and ``os.replace``, so a failed write never leaves a partial file.
+the file (energy, forces, stress) are attached as a ``SinglePointCalculator``. A structure
+without atoms or with non-finite positions or cell is an InputError naming file and index.
+Writers go through a temporary file and ``os.replace``, so a failed write never leaves a
+partial file.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
 from uq_flows.errors import InputError
+from uq_flows.labeling.screening import non_finite_problem
 
 EnergyConvention = Literal["total", "per-atom"]
 
@@ -72,6 +75,9 @@ def read_structures(path: str | Path) -> list[Atoms]:
     for index, atoms in enumerate(structures):
         if len(atoms) == 0:
             raise InputError(f"{path}:{index}: structure has no atoms")
+        problem = non_finite_problem(atoms)
+        if problem:
+            raise InputError(f"{path}: structure {index} has {problem}")
         atoms.info["uq_source"] = f"{path}:{index}"
     return structures
 

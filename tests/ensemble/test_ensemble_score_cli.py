@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+from ase import Atoms
 from ase.build import bulk
 from ase.io import write
 
@@ -107,3 +108,64 @@ def test_empty_input_file_exit_2(tmp_path):
     (tmp_path / "empty.extxyz").write_text("")
     result = run("score", tmp_path / "empty.extxyz", "--member", "chgnet-0.3.0", "--member", "chgnet-0.2.0", expect=2)
     assert "empty" in result.stderr
+
+
+def too_close_pair():
+    """Two Cu atoms 0.1 Å apart in a 6 Å cell: a broken structure, not a hard one."""
+    return Atoms("Cu2", positions=[[0, 0, 0], [0, 0, 0.1]], cell=[6, 6, 6], pbc=True)
+
+
+BROKEN_MEMBERS = [arg for k in (1, 2) for arg in ("--member", f"broken{k}=ase:uqf_ensemble_calculators:BrokenInit")]
+
+
+def test_non_finite_positions_exit_2_before_any_model_and_write_nothing(tmp_path):
+    structures = rattled_si([0.1, 0.1])
+    structures[1].positions[5] = [np.nan, 1.0, 1.0]
+    write(tmp_path / "in.extxyz", structures)
+    out, predictions = tmp_path / "scored.extxyz", tmp_path / "preds"
+    # members that cannot load: reaching a model would fail with another message
+    result = run("score", tmp_path / "in.extxyz", *BROKEN_MEMBERS, "--out", out, "--predictions", predictions,
+                 "--allow-failed", expect=2)
+    assert f"{tmp_path / 'in.extxyz'}: structure 1 has non-finite positions on atoms [5]" in result.stderr
+    assert not out.exists() and not predictions.exists()
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-0.1"])
+def test_bad_min_distance_exit_2(tmp_path, value):
+    write(tmp_path / "in.extxyz", rattled_si([0.1]))
+    result = run("score", tmp_path / "in.extxyz", *BROKEN_MEMBERS, "--min-distance", value, expect=2)
+    assert "minimum distance must be a finite number ≥ 0 Å" in result.stderr
+
+
+def test_an_all_rejected_input_loads_no_member(tmp_path):
+    write(tmp_path / "in.extxyz", [too_close_pair()])
+    result = run("score", tmp_path / "in.extxyz", *BROKEN_MEMBERS, "--json", expect=1)
+    (row,) = json.loads(result.stdout)["structures"]
+    assert row["status"] == "rejected" and row["U"] is None
+    assert row["reason"] == "atoms 0.100 Å apart, closer than the minimum distance 0.5 Å"
+
+
+@pytest.mark.slow
+def test_too_close_atoms_are_rejected_not_scored_by_real_members(tmp_path):
+    copper = bulk("Cu", "fcc", a=3.61, cubic=True)
+    copper.rattle(0.05, seed=2)
+    write(tmp_path / "in.extxyz", [copper, too_close_pair()])
+    members = [arg for m in MEMBERS[:2] for arg in ("--member", m)]
+    result = run("score", tmp_path / "in.extxyz", *members, "--json", expect=1)
+    assert "1 of 2 structures could not be scored" in result.stderr
+    kept = run_json("score", tmp_path / "in.extxyz", *members, "--allow-failed",
+                    "--out", tmp_path / "scored.extxyz", "--predictions", tmp_path / "preds")
+    rows = kept["structures"]
+    assert [r["status"] for r in rows] == ["ok", "rejected"] and kept["min_distance"] == 0.5
+    assert rows[0]["U"] < 1 and rows[1]["U"] is None and rows[1]["mean_energy"] is None
+    assert "0.100 Å apart" in rows[1]["reason"]
+    assert [a.info["status"] for a in read_structures(tmp_path / "scored.extxyz")] == ["ok", "rejected"]
+    for member in MEMBERS[:2]:  # no member predicted the pair: its labels are NaN
+        predicted = read_structures(tmp_path / "preds" / f"{member}.extxyz")
+        assert np.isfinite(predicted[0].get_forces()).all()
+        assert np.isnan(predicted[1].get_potential_energy()) and np.isnan(predicted[1].get_forces()).all()
+
+    # what the screen prevents: with it relaxed, the members give the pair an "ok" and a wild U
+    relaxed = run_json("score", tmp_path / "in.extxyz", *members, "--min-distance", "0.05")
+    assert [r["status"] for r in relaxed["structures"]] == ["ok", "ok"]
+    assert relaxed["structures"][1]["U"] > 10 * relaxed["structures"][0]["U"]

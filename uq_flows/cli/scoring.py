@@ -31,6 +31,7 @@ from uq_flows.cli.common import (
     progress_bar,
     rmse_pairs,
 )
+from uq_flows.labeling.screening import HARD_MIN_DISTANCE, check_min_distance
 
 
 @app.command()
@@ -44,6 +45,7 @@ def score(
     predictions: Annotated[Path | None, typer.Option("--predictions", help="Folder for one extxyz of labels per member (input to evaluate/mix).")] = None,
     allow_failed: Annotated[bool, typer.Option("--allow-failed", help="Exit 0 and write --out even if some structures could not be scored.")] = False,
     device: Annotated[str | None, typer.Option("--device", help="torch device (default from settings).")] = None,
+    min_distance: Annotated[float, typer.Option("--min-distance", help="Reject structures with two atoms closer than this (Å, periodic images included; 0: off); no member runs on them.")] = HARD_MIN_DISTANCE,
     as_json: JsonOption = False,
 ) -> None:
     """Score structures with a heterogeneous uMLIP ensemble and compute U (paper 001, eq. 1)."""
@@ -54,6 +56,7 @@ def score(
     from uq_flows.settings import get_settings
 
     check_out(out, (".json", ".xyz", ".extxyz"))
+    check_min_distance(min_distance)
     if predictions is not None and predictions.exists() and not predictions.is_dir():
         fail(f"--predictions {predictions}: not a folder")
     specs = [parse_member(text) for text in member]
@@ -71,7 +74,7 @@ def score(
         tasks = {spec.name: progress.add_task(spec.name, total=len(structures)) for spec in specs}
         scores, member_predictions = score_structures(
             structures, specs, weights, variant, device,
-            progress=lambda name, k: progress.update(tasks[name], completed=k),
+            progress=lambda name, k: progress.update(tasks[name], completed=k), min_distance=min_distance,
         )
     rows = scores.rows(structures)
     failed = [row for row in rows if row["status"] != "ok"]
@@ -82,6 +85,7 @@ def score(
         ],
         "weights_source": scores.weights_source,
         "variant": variant,
+        "min_distance": min_distance,
         "n_structures": len(rows),
         "n_failed": len(failed),
         "warnings": warnings,

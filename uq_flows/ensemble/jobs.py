@@ -4,7 +4,8 @@ One job per (member, chunk of structures), FireWorks category ``gpu`` by default
 member can run on a worker whose environment has that model and model loading is amortised
 over a chunk. A light job (category ``cpu``) combines the members' predictions into U.
 Forces, energies and stresses go to the JobStore's ``data`` store; the index document keeps
-ids, U, statuses and reasons only.
+ids, U, statuses and reasons only. Structures with non-finite positions or cell (status
+``invalid``) or atoms closer than ``min_distance`` (``rejected``) reach no member.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 from jobflow import Flow, Job, Maker, OnMissing, job
 from pydantic import BaseModel, Field
 
-from uq_flows.ensemble.members import load_calculator, parse_member
+from uq_flows.ensemble.members import parse_member
 from uq_flows.ensemble.predict import MemberPredictions, predict_member
 from uq_flows.ensemble.scoring import (
     combine_predictions,
@@ -24,6 +25,7 @@ from uq_flows.ensemble.scoring import (
     resolve_weights,
 )
 from uq_flows.flows.categories import set_category
+from uq_flows.labeling.screening import HARD_MIN_DISTANCE, check_min_distance
 from uq_flows.records import StructureRecord
 from uq_flows.settings import get_settings
 
@@ -58,11 +60,13 @@ class UncertaintyDocument(BaseModel):
 
 
 @job(data=DATA_KEYS)
-def predict_chunk(member: str, structures: list[StructureRecord], device: str | None = None) -> MemberPredictions:
-    """One member's energies, forces and stresses on one chunk of structures."""
+def predict_chunk(
+    member: str, structures: list[StructureRecord], device: str | None = None, min_distance: float = HARD_MIN_DISTANCE
+) -> MemberPredictions:
+    """One member's energies, forces and stresses on one chunk of structures (screened first)."""
     spec = parse_member(member)
     atoms = [record.to_atoms() for record in structures]
-    return predict_member(spec, atoms, calculator=load_calculator(spec, device))
+    return predict_member(spec, atoms, device=device, min_distance=min_distance)
 
 
 @dataclass
@@ -73,8 +77,8 @@ class MemberPredictionMaker(Maker):
     device: str | None = None
     category: str | None = field(default_factory=lambda: get_settings().score_category)
 
-    def make(self, member: str, structures: list[StructureRecord]) -> Job:
-        new_job = predict_chunk(member, structures, self.device)
+    def make(self, member: str, structures: list[StructureRecord], min_distance: float = HARD_MIN_DISTANCE) -> Job:
+        new_job = predict_chunk(member, structures, self.device, check_min_distance(min_distance))
         new_job.name = f"{self.name} {member}"
         return set_category(new_job, self.category)
 
@@ -149,11 +153,16 @@ class CombineUncertaintyMaker(Maker):
 
 @dataclass
 class EnsembleScoreMaker(Maker):
-    """Score structures with a heterogeneous uMLIP ensemble: (members × chunks) jobs + combine."""
+    """Score structures with a heterogeneous uMLIP ensemble: (members × chunks) jobs + combine.
+
+    ``min_distance`` (Å, finite, ≥ 0; 0 turns the screen off): structures with two atoms
+    closer than this, periodic images included, get status ``rejected`` and reach no member.
+    """
 
     name: str = "score ensemble"
     members: list[str] = field(default_factory=lambda: ["chgnet-0.3.0", "sevennet-0-11jul2024"])
     chunk_size: int = field(default_factory=lambda: get_settings().score_chunk_size)
+    min_distance: float = HARD_MIN_DISTANCE
     prediction_maker: MemberPredictionMaker = field(default_factory=MemberPredictionMaker)
     combine_maker: CombineUncertaintyMaker = field(default_factory=CombineUncertaintyMaker)
 
@@ -168,7 +177,7 @@ class EnsembleScoreMaker(Maker):
             name = spec.name
             predictions[name] = []
             for c, chunk in enumerate(chunks):
-                predict = self.prediction_maker.make(text, chunk)
+                predict = self.prediction_maker.make(text, chunk, self.min_distance)
                 predict.name = f"{predict.name} {c + 1}/{n_chunks}"
                 jobs.append(predict)
                 predictions[name].append(predict.output)

@@ -2,7 +2,9 @@
 
 The forces collected here are the F_ijk of paper 001, eq. 1. A structure a member cannot
 predict gets a status and a reason instead of numbers, so U is never computed from a
-silently smaller ensemble.
+silently smaller ensemble. Structures that are physically broken are screened before any
+model runs: non-finite positions or cell give ``invalid``, atoms closer than the hard
+minimum distance give ``rejected`` (``STRUCTURE_STATUSES``: the same for every member).
 """
 
 from __future__ import annotations
@@ -21,12 +23,19 @@ from ase.data import chemical_symbols
 
 from uq_flows.ensemble.members import MemberSpec, load_calculator, supported_numbers
 from uq_flows.errors import InputError
+from uq_flows.labeling.screening import (
+    HARD_MIN_DISTANCE,
+    check_min_distance,
+    non_finite_problem,
+    structure_problem,
+)
 from uq_flows.records import jsonable
 from uq_flows.settings import get_settings
 
 logger = logging.getLogger(__name__)
 
-STATUSES = ("ok", "unsupported_element", "non_finite", "error")
+STRUCTURE_STATUSES = ("invalid", "rejected")  # the structure's fault, not a member's
+STATUSES = ("ok", "unsupported_element", "non_finite", "error", *STRUCTURE_STATUSES)
 _MAX_REASON = 1000
 
 
@@ -165,13 +174,17 @@ def predict_member(
     calculator: BaseCalculator | None = None,
     device: str | None = None,
     progress: Callable[[int], None] | None = None,
+    min_distance: float = HARD_MIN_DISTANCE,
 ) -> MemberPredictions:
     """Energy, forces and (3D-periodic cells) stress of every structure with one member.
 
-    Elements the member does not cover are reported before calling the model; non-finite
-    output and exceptions become statuses with reasons, never a crash of the batch. The
-    user's Atoms are not modified (the member sees copies without constraints).
-    ``progress(k)`` is called with the number of structures done after each one.
+    Structures with non-finite positions or cell (``invalid``), atoms closer than
+    ``min_distance`` Å, periodic images included (``rejected``), and elements the member does
+    not cover are reported before calling the model; the model is loaded only if some
+    structure passes these screens. Non-finite output and exceptions become statuses with
+    reasons, never a crash of the batch. The user's Atoms are not modified (the member sees
+    copies without constraints). ``progress(k)`` is called with the number of structures
+    done after each one.
     """
     structures = list(structures)
     if not structures:
@@ -179,12 +192,16 @@ def predict_member(
     for i, atoms in enumerate(structures):
         if not isinstance(atoms, Atoms):
             raise InputError(f"structure {i} is a {type(atoms).__name__}, not an ase.Atoms")
-    if calculator is None:
-        calculator = load_calculator(spec, device)
-    if "torch" in sys.modules:  # the member uses torch: machines are shared
-        sys.modules["torch"].set_num_threads(get_settings().torch_threads)
-    covered = supported_numbers(spec, calculator)
-    can_stress = "stress" in getattr(calculator, "implemented_properties", ())
+    min_distance = check_min_distance(min_distance)
+    screened = [_screen(atoms, min_distance) for atoms in structures]
+    covered, can_stress = None, False
+    if any(result is None for result in screened):
+        if calculator is None:
+            calculator = load_calculator(spec, device)
+        if "torch" in sys.modules:  # the member uses torch: machines are shared
+            sys.modules["torch"].set_num_threads(get_settings().torch_threads)
+        covered = supported_numbers(spec, calculator)
+        can_stress = "stress" in getattr(calculator, "implemented_properties", ())
 
     n_atoms = np.array([len(atoms) for atoms in structures], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(n_atoms)])
@@ -195,8 +212,9 @@ def predict_member(
     reasons: list[str | None] = []
     with warnings.catch_warnings():
         _quiet_known_warnings()
-        for i, atoms in enumerate(structures):
-            result = _predict_one(spec, calculator, atoms, covered, can_stress)
+        for i, (atoms, result) in enumerate(zip(structures, screened)):
+            if result is None:
+                result = _predict_one(spec, calculator, atoms, covered, can_stress)
             status.append(result.status)
             reasons.append(result.reason)
             if result.status == "ok":
@@ -230,11 +248,22 @@ class _Result:
     stress: np.ndarray | None = None
 
 
+def _screen(atoms: Atoms, min_distance: float) -> _Result | None:
+    """The status of a structure no member should see, or None if it may be predicted."""
+    if len(atoms) == 0:
+        return _Result("error", "structure has no atoms")
+    problem = non_finite_problem(atoms)
+    if problem:
+        return _Result("invalid", f"structure has {problem}")
+    problem = structure_problem(atoms, min_distance) if min_distance > 0 else None
+    if problem:
+        return _Result("rejected", problem)
+    return None
+
+
 def _predict_one(
     spec: MemberSpec, calculator: BaseCalculator, atoms: Atoms, covered: frozenset[int] | None, can_stress: bool
 ) -> _Result:
-    if len(atoms) == 0:
-        return _Result("error", "structure has no atoms")
     if covered is not None:
         missing = sorted({int(z) for z in atoms.numbers} - covered)
         if missing:

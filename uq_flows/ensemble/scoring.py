@@ -2,7 +2,9 @@
 
 Paper 001, eqs. 1-4: U is computed only for structures that every member predicted; a
 structure that any member could not predict gets ``U = NaN`` and that member's status and
-reason, never a number computed from a silently smaller ensemble.
+reason, never a number computed from a silently smaller ensemble. A structure screened out
+before any model ran (``invalid``, ``rejected``) keeps that status and reason, without a
+member name: it is the structure's fault.
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms
 
-from uq_flows.ensemble.members import MemberSpec, load_calculator
-from uq_flows.ensemble.predict import MemberPredictions, predict_member
+from uq_flows.ensemble.members import MemberSpec
+from uq_flows.ensemble.predict import STRUCTURE_STATUSES, MemberPredictions, predict_member
 from uq_flows.ensemble.rmse import paper_force_rmse, read_rmse_file
 from uq_flows.errors import InputError
+from uq_flows.labeling.screening import HARD_MIN_DISTANCE, check_min_distance
 from uq_flows.uncertainty import (
     force_uncertainty,
     inverse_rmse_weights,
@@ -140,9 +143,13 @@ def combine_predictions(predictions: Sequence[MemberPredictions], weights: Membe
     status, reasons = [OK] * n_configs, [None] * n_configs
     for p in predictions:
         for j, (s, reason) in enumerate(zip(p.status, p.reasons)):
-            if s != OK and status[j] == OK:
+            if s == OK or status[j] in STRUCTURE_STATUSES:
+                continue
+            if s in STRUCTURE_STATUSES:
+                status[j], reasons[j] = s, reason
+            elif status[j] == OK:
                 status[j], reasons[j] = s, f"{p.member}: {reason}" if reason else p.member
-            elif s != OK:
+            else:
                 reasons[j] = f"{reasons[j]}; {p.member}: {reason}"
     ok = np.array([s == OK for s in status])
     atom_ok = np.repeat(ok, n_atoms)
@@ -176,16 +183,24 @@ def score_structures(
     variant: int = 1,
     device: str | None = None,
     progress: Callable[[str, int], None] | None = None,
+    min_distance: float = HARD_MIN_DISTANCE,
 ) -> tuple[EnsembleScores, list[MemberPredictions]]:
-    """Run every member on ``structures`` and combine their predictions into U."""
+    """Run every member on ``structures`` and combine their predictions into U.
+
+    Structures with non-finite positions or cell, or atoms closer than ``min_distance`` Å,
+    reach no member (see ``predict_member``); a member is loaded only if some structure
+    passes.
+    """
     if not structures:
         raise InputError("no structures to score")
+    check_min_distance(min_distance)
     resolved = resolve_weights([m.name for m in members], weights)
     predictions = []
     for spec in members:
-        calculator = load_calculator(spec, device)
         step = (lambda k, name=spec.name: progress(name, k)) if progress else None
-        predictions.append(predict_member(spec, structures, calculator=calculator, progress=step))
+        predictions.append(
+            predict_member(spec, structures, device=device, progress=step, min_distance=min_distance)
+        )
     return combine_predictions(predictions, resolved, variant), predictions
 
 

@@ -3,16 +3,29 @@
 Structures with atoms closer than ``min_distance`` are not worth a DFT calculation;
 labels with any force above ``max_force`` are not worth fitting. Defaults follow the CAGO
 paper: 0.75 Å and 30 eV/Å.
+
+Before an ensemble member or teacher sees a structure (``ensemble.predict.predict_member``),
+two harder screens apply: positions and cell must be finite numbers (structure files are
+checked when read), and no two atoms (periodic images included) may be closer than
+``HARD_MIN_DISTANCE`` (0.5 Å, well below any bond: H₂ is 0.74 Å). A structure failing them is
+broken, not merely uncertain: a uMLIP still returns numbers for it (U of 1e11 eV/Å and more for
+atoms 0.1 Å apart), and none of them can be trusted or taught.
 """
 
 from __future__ import annotations
+
+import math
+from numbers import Real
 
 import numpy as np
 from ase import Atoms
 from ase.neighborlist import neighbor_list
 
+from uq_flows.errors import InputError
+
 DEFAULT_MIN_DISTANCE = 0.75  # Å
 DEFAULT_MAX_FORCE = 30.0  # eV/Å
+HARD_MIN_DISTANCE = 0.5  # Å: closer atoms make a structure unusable for scoring and labelling
 
 
 def min_interatomic_distance(atoms: Atoms, cutoff: float = 3.0) -> float:
@@ -37,3 +50,23 @@ def force_problem(forces, max_force: float = DEFAULT_MAX_FORCE) -> str | None:
     if largest > max_force:
         return f"largest force {largest:.3g} eV/Å exceeds the maximum {max_force:g} eV/Å"
     return None
+
+
+def non_finite_problem(atoms: Atoms) -> str | None:
+    """Which positions or cell entries of ``atoms`` are NaN or infinite, or None."""
+    problems = []
+    bad_atoms = np.flatnonzero(~np.isfinite(atoms.positions).all(axis=1))
+    if bad_atoms.size:
+        shown = bad_atoms[:10].tolist()
+        problems.append(f"non-finite positions on atoms {shown}{' ...' if bad_atoms.size > 10 else ''}")
+    if not np.isfinite(atoms.cell.array).all():
+        problems.append("a non-finite cell")
+    return " and ".join(problems) or None
+
+
+def check_min_distance(min_distance: float) -> float:
+    """``min_distance`` as a float, or InputError unless it is a finite number ≥ 0 (Å)."""
+    is_number = isinstance(min_distance, Real) and not isinstance(min_distance, bool)
+    if not is_number or not math.isfinite(min_distance) or min_distance < 0:
+        raise InputError(f"minimum distance must be a finite number ≥ 0 Å, got {min_distance!r}")
+    return float(min_distance)

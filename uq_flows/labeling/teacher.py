@@ -2,7 +2,8 @@
 
 Energy and forces may come from different members, as in the paper (eqV2-31M-OAM energies,
 eqV2-31M-omat forces). A structure the teacher cannot predict gets a failed label with the
-member's reason.
+member's reason; one screened out before the model runs (non-finite positions or cell, atoms
+closer than ``min_distance``) gets a rejected label with the screen's reason.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ from collections.abc import Sequence
 
 from ase import Atoms
 
-from uq_flows.ensemble.members import MemberSpec, load_calculator
-from uq_flows.ensemble.predict import MemberPredictions, predict_member
-from uq_flows.labeling.labels import TEACHER, Label
+from uq_flows.ensemble.members import MemberSpec
+from uq_flows.ensemble.predict import STRUCTURE_STATUSES, MemberPredictions, predict_member
+from uq_flows.labeling.labels import REJECTED, TEACHER, Label
+from uq_flows.labeling.screening import HARD_MIN_DISTANCE
 
 
 def teacher_source(energy_from: MemberSpec, forces_from: MemberSpec) -> str:
@@ -28,12 +30,13 @@ def teacher_labels(
     energy_from: MemberSpec,
     forces_from: MemberSpec | None = None,
     device: str | None = None,
+    min_distance: float = HARD_MIN_DISTANCE,
 ) -> list[Label]:
     """One label per structure: energy (and stress) from ``energy_from``, forces from ``forces_from``."""
     forces_from = forces_from or energy_from
-    energy = predict_member(energy_from, structures, calculator=load_calculator(energy_from, device))
+    energy = predict_member(energy_from, structures, device=device, min_distance=min_distance)
     forces = energy if forces_from.name == energy_from.name else predict_member(
-        forces_from, structures, calculator=load_calculator(forces_from, device)
+        forces_from, structures, device=device, min_distance=min_distance
     )
     source = teacher_source(energy_from, forces_from)
     provenance = {
@@ -45,6 +48,10 @@ def teacher_labels(
 
 
 def _label(j: int, structure_id: str, energy: MemberPredictions, forces: MemberPredictions, source, provenance) -> Label:
+    if energy.status[j] in STRUCTURE_STATUSES:  # screened: no model saw it
+        reason = f"{energy.status[j]}: {energy.reasons[j]}"
+        return Label(id=structure_id, status=REJECTED, kind=TEACHER, source=source, reason=reason,
+                     provenance=provenance)
     for predictions in (energy, forces):
         if predictions.status[j] != "ok":
             reason = f"{predictions.member}: {predictions.status[j]}: {predictions.reasons[j]}"
