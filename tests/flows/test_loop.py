@@ -12,6 +12,9 @@ BASE = {
     "elements": ["Cu"],
     "members": ["chgnet-0.3.0", "chgnet-0.2.0"],
     "uc": 0.15,
+    # EMT and CHGNet Cu differ by ~85 meV/atom beyond a constant shift per atom (measured): accept it here so
+    # teacher labels reach the fit; the default 20 meV/atom limit holds them back (tests/labeling/test_labeling_pool.py)
+    "align_max_residual": 0.15,
     "generate": {"n": 4, "max_atoms": 8, "kinds": ["strained", "vacancies", "pairs"]},
     "dft": {"labeller": "calculator"},
     "fit": {"backend": "linear", "n_functions": 8, "ensemble_size": 3},
@@ -38,9 +41,15 @@ def test_run_status_results_with_consistent_counts(tmp_path):
     assert loop["id"] == result["loop"] and loop["state"] == "completed"
     first, second = loop["iterations"]
     assert (first["iteration"], second["iteration"]) == (0, 1) and second["converged"]
-    for it in (first, second):  # every candidate is routed exactly once
-        assert it["n_dft_ok"] + it["n_dft_failed"] + it["n_teacher"] + it["n_deferred"] <= it["n_candidates"]
-        assert it["n_high_u"] >= it["n_dft_ok"] and it["train_force_rmse"] > 0
+    for it in (first, second):  # every candidate ends in exactly one outcome
+        outcomes = ("n_dft_ok", "n_dft_failed", "n_teacher", "n_teacher_failed", "n_deferred", "n_rejected")
+        assert sum(it[k] for k in outcomes) == it["n_candidates"]
+        assert it["n_high_u"] >= it["n_dft_ok"] - it["n_audit"] and it["train_force_rmse"] > 0
+        # the random audit sample: DFT whatever U, the fit's held-out test set, rho and the CAGO calibration
+        assert it["n_audit"] == 3 and it["test_force_rmse"] > 0 and it["spearman_audit"] is not None
+        assert it["alignment"]["sample"] == "audit" and it["alignment"]["usable"] and it["n_waiting_alignment"] == 0
+        assert it["cago"] == "calibrated" and it["calibration"]["z_std"] == pytest.approx(1, abs=0.05)
+        assert it["uc"] == 0.15 and it["warnings"] == []
     assert second["n_candidates"] == first["n_next_candidates"]
     assert {"gpu", "cpu"} <= set(loop["jobs"]) and loop["fizzled"] == []
 
@@ -48,13 +57,16 @@ def test_run_status_results_with_consistent_counts(tmp_path):
     everything = run_json("results", loop["id"], "--format", "json", "--out", tmp_path / "all.json")
     records = json.loads((tmp_path / "all.json").read_text())
     ids = [r["id"] for r in records]
-    assert len(ids) == len(set(ids)) == everything["n_structures"] == second["n_training"]
+    # the pool: everything the last fit trained on plus the audit it was tested on
+    assert len(ids) == len(set(ids)) == everything["n_structures"] == second["n_training"] + second["n_audit"]
     assert everything["by_source"]["dft"] == first["n_dft_ok"] + second["n_dft_ok"]
     assert {r["iteration"] for r in records} == {0, 1}
     teacher = run_json("results", loop["id"], "--format", "extxyz", "--source", "teacher", "--iteration", "0",
                        "--out", tmp_path / "teacher.extxyz")
     assert teacher["n_structures"] == first["n_teacher"] and (tmp_path / "teacher.extxyz").exists()
-    assert all(r["U"] >= 0.15 for r in records if r["source"] == "dft" and r["U"] is not None)
+    assert all(r["U"] < 0.15 for r in records if r["source"] == "teacher")
+    below = [r for r in records if r["source"] == "dft" and r["U"] is not None and r["U"] < 0.15]
+    assert len(below) <= first["n_audit"] + second["n_audit"]  # only the audit goes to DFT below U_c
 
     report = run_json("report", loop["id"], "--out", tmp_path / "report")
     assert report["state"] == "completed" and report["n_iterations"] == 2

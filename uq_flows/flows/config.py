@@ -17,6 +17,7 @@ from uq_flows.explore.md import MDSettings
 from uq_flows.labeling.alignment import DEFAULT_MAX_RESIDUAL
 from uq_flows.labeling.cp2k import Cp2kSettings
 from uq_flows.labeling.source_screens import SourceScreens
+from uq_flows.selection.references import check_reference_elements
 
 
 class _Strict(BaseModel):
@@ -132,6 +133,11 @@ class LoopConfig(_Strict):
             raise ValueError("give initial structures or a generate section")
         if self.target_force_rmse is not None and self.audit.enabled == "off":
             raise ValueError("target_force_rmse chooses U_c on the audit sample: it needs audit.enabled auto or on")
+        if self.select.formation_energy_prefilter and "elemental_references" not in self.select.qbc_config:
+            try:
+                check_reference_elements(self.elements)
+            except InputError as error:
+                raise ValueError(f"select.formation_energy_prefilter: {error}") from error
         if self.explore.n_cago_members > self.fit.ensemble_size and self.explore.cago is not None:
             raise ValueError(f"explore.n_cago_members ({self.explore.n_cago_members}) exceeds the ACE committee "
                              f"(fit.ensemble_size = {self.fit.ensemble_size})")

@@ -74,6 +74,7 @@ class IterationSummary(BaseModel):
     n_dft_failed: int
     n_rejected: int = Field(description="Screened out: atoms too close, or forces above the maximum.")
     n_teacher: int
+    n_teacher_failed: int = 0
     n_deferred: int
     dft_total: int = Field(description="DFT calculations run by the loop so far (ok or failed).")
     n_training: int
@@ -416,6 +417,7 @@ def iteration_counts(uncertainty: UncertaintyDocument, routing: RoutingDocument 
         summary = dataset.summary
         counts.update(n_dft_ok=summary.n_dft, n_dft_failed=sum(x.status == "failed" for x in dft_labels),
                       n_rejected=summary.n_rejected, n_teacher=summary.n_teacher, n_deferred=summary.n_deferred,
+                      n_teacher_failed=sum(x.kind == "teacher" and x.status == "failed" for x in dataset.labels),
                       dft_total=dft_so_far + len(dft_labels))
     return counts
 
