@@ -88,3 +88,26 @@ def test_a_loop_without_dft_errors_still_gets_its_report(tmp_path, loop_report):
     summary = json.loads(files["summary"].read_text())
     assert summary["n_dft_errors"] == 0 and summary["spearman_dft"] is None and summary["final_fit"] is None
     assert "<td>running</td>" in files["index"].read_text()
+
+
+def test_the_rmse_below_uc_and_rho_come_from_the_audit_sample_when_there_is_one(tmp_path, loop_report):
+    """DFT labels sit mostly above U_c (range-restricted): the random audit sample is the one to judge U on."""
+    rng = np.random.default_rng(5)
+    u = rng.uniform(0.01, 3.0, 9)
+    reference = [rng.normal(size=(4, 3)) for _ in u]
+    audit = ReferenceErrors.from_forces(u, reference, [r + rng.normal(scale=s / 5, size=r.shape)
+                                                       for r, s in zip(reference, u)], 0)
+    audited = LoopReport(loop="si-test", state="completed", members=["a", "b"], iterations=loop_report.iterations,
+                         candidate_u=loop_report.candidate_u, dft=loop_report.dft, audit=audit)
+    uc, rmse, _ = threshold_curve(audited)
+    k = int(np.searchsorted(uc, 1.5))
+    kept = audit.u < uc[k]
+    assert rmse[k] == pytest.approx(np.sqrt(audit.sq_sum[kept].sum() / audit.n_components[kept].sum()))
+    rows = [{**row, "n_audit": 9, "spearman_audit": 0.71,
+             "calibration": {"a": 0.77, "b": 0.55, "z_std": 1.0, "z_std_uncalibrated": 3.5}}
+            for row in loop_report.iterations[:2]]
+    files = write_report(LoopReport(**{**audited.__dict__, "iterations": rows}), tmp_path)
+    page = files["index"].read_text()
+    assert f"{audit.spearman():.2f} (n = 9)" in page and "<td>0.71</td>" in page and "<td>3.5 → 1</td>" in page
+    summary = json.loads(files["summary"].read_text())
+    assert summary["n_audit"] == 9 and summary["spearman_audit"] == pytest.approx(audit.spearman())

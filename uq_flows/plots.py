@@ -182,14 +182,19 @@ def iteration_progress(rows: list[dict], path: str | Path) -> Path:
         axes_.set_ylabel(f"ACE fit {unit}")
         if axes_.get_legend_handles_labels()[0]:
             axes_.legend(frameon=False, fontsize=8)
-    rhos = column("spearman_dft")
-    rho.plot(iterations, rhos, "o-", color=GREEN)
-    if not np.isfinite(rhos).any():
-        rho.text(0.5, 0.75, "ρ needs ≥ 3 DFT labels\nin an iteration", transform=rho.transAxes, ha="center",
-                 color="grey")
+    for key, style, colour, label in (("spearman_audit", "o-", GREEN, "audit sample"),
+                                      ("spearman_dft", "s:", BLACK, "all DFT labels (U ≥ U_c mostly)")):
+        values = column(key)
+        if np.isfinite(values).any():
+            rho.plot(iterations, values, style, color=colour, label=label)
+    if rho.get_legend_handles_labels()[0]:
+        rho.legend(frameon=False, fontsize=8)
+    else:
+        rho.text(0.5, 0.75, "ρ needs ≥ 3 audited or DFT\nstructures in an iteration", transform=rho.transAxes,
+                 ha="center", color="grey")
     rho.axhline(0, color="grey", lw=0.8)
     rho.set_ylim(-1.05, 1.05)
-    rho.set_ylabel("Spearman ρ(U, force error) on DFT labels")
+    rho.set_ylabel("Spearman ρ(U, force error)")
     for axes_ in axes.ravel():
         axes_.set_xlabel("iteration")
         axes_.set_xticks(iterations)

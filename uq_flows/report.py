@@ -31,7 +31,11 @@ from uq_flows.uncertainty import (
 
 @dataclass(frozen=True)
 class LoopReport:
-    """What the report draws: per-iteration rows, every scored candidate's U, the DFT errors."""
+    """What the report draws: per-iteration rows, every scored candidate's U, the DFT errors.
+
+    ``dft``: every DFT-labelled structure (mostly U ≥ U_c: range-restricted); ``audit``: the
+    random audit samples, the unbiased sample for ρ and the RMSE below U_c (METHODS §2).
+    """
 
     loop: str
     state: str
@@ -39,6 +43,13 @@ class LoopReport:
     iterations: list[dict] = field(default_factory=list)
     candidate_u: np.ndarray = field(default_factory=lambda: np.zeros(0))
     dft: ReferenceErrors = field(default_factory=lambda: ReferenceErrors.concatenate([]))
+    audit: ReferenceErrors = field(default_factory=lambda: ReferenceErrors.concatenate([]))
+
+    def unbiased(self) -> tuple[ReferenceErrors, str]:
+        """The audit sample when it has ≥ 3 structures, else every DFT label, and which it is."""
+        if len(self.audit) >= 3:
+            return self.audit, f"the random audit sample (n = {len(self.audit)})"
+        return self.dft, f"DFT-labelled structures (n = {len(self.dft)}; mostly U ≥ U_c, no audit sample: biased)"
 
 
 FIGURES = {
@@ -46,10 +57,11 @@ FIGURES = {
                   "a U that predicts the error puts the points along y = x (paper 001, Fig. 2).",
     "accuracy_coverage": "Force RMSE of the ensemble mean over the DFT-labelled structures kept when the most "
                          "uncertain are dropped first: a useful U makes it fall as coverage falls.",
-    "force_rmse_vs_uc": "Against the threshold U_c: force RMSE of the structures below it (the accuracy uMLIP labels "
-                        "would have) and the share of candidates at or above it (the DFT they would cost).",
-    "progress": "Per iteration: labels by source, DFT share, training-set size, ACE fit RMSEs (train; test when a "
-                "test split is set) and ρ(U, error) on the iteration's DFT labels.",
+    "force_rmse_vs_uc": "Against the threshold U_c: force RMSE of the ensemble mean over the random audit sample's "
+                        "structures below it (the accuracy uMLIP labels would have) and the share of candidates at or "
+                        "above it (the DFT they would cost).",
+    "progress": "Per iteration: labels by source, DFT share, training-set size, ACE fit RMSEs (train; test on the "
+                "iteration's audit sample, held out of that fit) and ρ(U, error) on the audit sample.",
 }
 
 
@@ -60,7 +72,7 @@ def threshold_curve(report: LoopReport, n_points: int = 200) -> tuple[np.ndarray
     if values.size == 0:
         return np.zeros(0), np.zeros(0), np.zeros(0)
     uc = np.geomspace(values.min() / 1.5, values.max() * 1.5, n_points)
-    dft = report.dft
+    dft, _ = report.unbiased()
     if len(dft):
         below = summarize_thresholds(dft.u, dft.n_components // 3, uc, dft.sq_sum, dft.n_components)
         rmse = np.array([row.force_rmse_below for row in below])
@@ -119,6 +131,7 @@ def summary(report: LoopReport) -> dict:
         "loop": report.loop, "state": report.state, "members": report.members,
         "n_iterations": len(report.iterations), "n_scored": scored, "n_dft_calculations": dft_total,
         "spearman_dft": report.dft.spearman(), "n_dft_errors": len(report.dft),
+        "spearman_audit": report.audit.spearman(), "n_audit": len(report.audit),
         "final_fit": None if last is None else {k: last.get(k) for k in (
             "iteration", "n_training", "train_energy_rmse_per_atom", "train_force_rmse", "test_energy_rmse_per_atom",
             "test_force_rmse")},
@@ -132,14 +145,19 @@ COLUMNS = (
     ("rejected", "n_rejected", None), ("teacher", "n_teacher", None), ("training", "n_training", None),
     ("train E (meV/atom)", "train_energy_rmse_per_atom", 3), ("train F (eV/Å)", "train_force_rmse", 3),
     ("test E (meV/atom)", "test_energy_rmse_per_atom", 3), ("test F (eV/Å)", "test_force_rmse", 3),
-    ("ρ(U, error)", "spearman_dft", 2), ("decision", "reason", None),
+    ("audit", "n_audit", None), ("ρ(U, error) audit", "spearman_audit", 2),
+    ("CAGO σ_cal = a·σ̂^b: a", "calibration.a", 3), ("b", "calibration.b", 3),
+    ("z std (uncal. → cal.)", "calibration.z_std", 2), ("decision", "reason", None),
 )
 
 
 def _cell(row: dict, key: str, digits: int | None) -> str:
-    value = row.get(key)
+    outer, _, inner = key.partition(".")
+    value = (row.get(outer) or {}).get(inner) if inner else row.get(key)
     if key == "reason" and not row.get("complete", True):
         return "running"
+    if key == "calibration.z_std" and value is not None:
+        return f"{row['calibration']['z_std_uncalibrated']:.{digits}g} → {value:.{digits}g}"
     if value is None or (isinstance(value, float) and not np.isfinite(value)):
         return "—"
     if key.endswith("energy_rmse_per_atom"):
@@ -150,13 +168,16 @@ def _cell(row: dict, key: str, digits: int | None) -> str:
 def render_html(report: LoopReport, figures: dict[str, Path]) -> str:
     """One self-contained page: headline numbers, the iteration table, the figures inline."""
     head = summary(report)
-    rho = head["spearman_dft"]
+    rho, rho_audit = head["spearman_dft"], head["spearman_audit"]
     final = head["final_fit"] or {}
     facts = [
         ("state", report.state), ("ensemble", ", ".join(report.members) or "—"),
         ("iterations", str(head["n_iterations"])), ("structures scored", str(head["n_scored"])),
         ("DFT calculations", f"{head['n_dft_calculations']} ({_percent(head['n_dft_calculations'], head['n_scored'])} of the structures scored)"),
-        ("ρ(U, force error) on DFT labels", "—" if rho is None else f"{rho:.2f} (n = {head['n_dft_errors']})"),
+        ("ρ(U, force error) on the random audit sample", "—" if rho_audit is None
+         else f"{rho_audit:.2f} (n = {head['n_audit']})"),
+        ("ρ(U, force error) on all DFT labels (mostly U ≥ U_c: range-restricted)",
+         "—" if rho is None else f"{rho:.2f} (n = {head['n_dft_errors']})"),
         ("latest fit, train force RMSE", _cell(final, "train_force_rmse", 3) + " eV/Å"),
     ]
     e = html.escape
@@ -181,7 +202,8 @@ figcaption {{ font-size: 0.85em; color: #555; }}
 <h1>uq-flows loop {e(report.loop)}</h1>
 <p>Report written {e(time.strftime("%Y-%m-%d %H:%M %Z"))}. U is the inverse-RMSE-weighted spread of the uMLIP
 ensemble's forces (Liu et al., npj Comput. Mater. 12, 34 (2026), eq. 1); its error is that of the ensemble-mean
-forces against DFT (eq. 5), known only where DFT was run, mostly above U_c.</p>
+forces against DFT (eq. 5), known only where DFT was run: above U_c, and on a random audit sample of every
+iteration, which is the unbiased sample for ρ and for the RMSE below U_c.</p>
 <dl>{"".join(f"<dt>{e(k)}</dt><dd>{e(v)}</dd>" for k, v in facts)}</dl>
 <table><tr>{"".join(f"<th>{e(title)}</th>" for title, _, _ in COLUMNS)}</tr>
 {rows}

@@ -21,8 +21,10 @@ from uq_flows.flows.loop import (
     STATE_JOB,
     IterationSummary,
     dft_force_errors,
+    force_errors,
     iteration_counts,
 )
+from uq_flows.labeling.pool import AUDIT_KEY
 from uq_flows.report import LoopReport
 from uq_flows.uncertainty import ReferenceErrors
 
@@ -126,7 +128,7 @@ def report_data(store: JobStore, loop: str, state: str = "unknown") -> LoopRepor
     if not (scores or finished):
         raise InputError(f"loop {loop!r} has no results yet (nothing scored)")
     rows, dft_so_far = [], 0
-    candidate_u, errors = [], []
+    candidate_u, errors, audit = [], [], []
     for iteration in sorted(set(scores) | set(finished)):
         if iteration in finished:
             row = {**finished[iteration], "complete": True}
@@ -141,6 +143,9 @@ def report_data(store: JobStore, loop: str, state: str = "unknown") -> LoopRepor
             candidate_u += [s.U for s in scores[iteration].structures if s.U is not None]
             if iteration in datasets:
                 errors.append(dft_force_errors(scores[iteration], datasets[iteration], iteration))
+                audited = [x for x in datasets[iteration].labels if x.provenance.get(AUDIT_KEY)]
+                audit.append(force_errors(scores[iteration], audited, iteration))
     members = next(iter(scores.values())).members if scores else []
     return LoopReport(loop=loop, state=state, members=members, iterations=rows,
-                      candidate_u=np.array(candidate_u, float), dft=ReferenceErrors.concatenate(errors))
+                      candidate_u=np.array(candidate_u, float), dft=ReferenceErrors.concatenate(errors),
+                      audit=ReferenceErrors.concatenate(audit))
