@@ -99,6 +99,43 @@ def test_alignment_recovers_per_element_shifts():
     assert ratio_only.rank_deficient  # SiO2 in both: the shifts are not separable
 
 
+def test_alignment_weighs_structures_per_atom():
+    # Si2 and Si64 whose per-atom differences are 1.00 and 1.10 eV: each counts once, so μ is their
+    # mean; a fit on total energies would follow the 64-atom structure (μ ≈ 1.0998)
+    alignment = fit_energy_alignment([[14] * 2, [14] * 64], [2 * 1.00, 64 * 1.10], [0.0, 0.0], max_residual=1.0)
+    assert alignment.shifts["Si"] == pytest.approx(1.05)
+    assert alignment.residual_rmse_per_atom == pytest.approx(0.05)
+
+
+def test_alignment_refuses_compositions_the_pairs_do_not_span():
+    # only equiatomic MoW pairs: μ_Mo + μ_W is fixed (-5 eV per formula unit), μ_Mo alone is not
+    numbers = [[42, 74] * k for k in (1, 2, 4, 8)]
+    dft = [k * (-2.0 - 3.0) + 0.001 * (-1) ** k for k in (1, 2, 4, 8)]
+    alignment = fit_energy_alignment(numbers, dft, [0.0] * 4)
+    assert alignment.rank_deficient and alignment.usable
+    assert alignment.shift([42, 74]) == pytest.approx(-5.0, abs=0.01)
+    assert alignment.shift([74, 42, 42, 74]) == pytest.approx(-10.0, abs=0.02)
+    for unspanned in ([42], [42, 42, 74]):
+        assert "rank-deficient" in alignment.problem(unspanned)
+        with pytest.raises(InputError, match="cannot determine the shift of"):
+            alignment.shift(unspanned)
+    assert "Mo2W" in alignment.problem([42, 42, 74])
+    single = fit_energy_alignment([[42, 74]], [-5.0], [0.0])  # fewer pairs than elements
+    assert single.shift([42, 74]) == pytest.approx(-5.0) and "rank-deficient" in single.problem([74])
+
+
+def test_alignment_refused_when_a_constant_per_element_does_not_explain_the_difference():
+    rng = np.random.default_rng(3)
+    numbers = [rng.choice([42, 74], size=rng.integers(2, 17)) for _ in range(20)]
+    dft = [len(z) * rng.normal(scale=0.1) for z in numbers]  # 0.1 eV/atom scatter, no common shift
+    refused = fit_energy_alignment(numbers, dft, [0.0] * 20)
+    assert not refused.usable and refused.residual_rmse_per_atom > 0.02
+    assert "refused" in refused.problem([42]) and "exceeds 20 meV/atom" in refused.refused
+    with pytest.raises(InputError, match="energy alignment refused"):
+        refused.shift([42, 74])
+    assert fit_energy_alignment(numbers, dft, [0.0] * 20, max_residual=0.5).usable
+
+
 def label(id, kind, energy=-1.0, forces=((0, 0, 0.1),), status="ok"):
     if status != "ok":
         return Label.failed(id, kind, "x", "broke")

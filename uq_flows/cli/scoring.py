@@ -31,6 +31,7 @@ from uq_flows.cli.common import (
     progress_bar,
     rmse_pairs,
 )
+from uq_flows.labeling.alignment import DEFAULT_MAX_RESIDUAL
 from uq_flows.labeling.screening import HARD_MIN_DISTANCE, check_min_distance
 
 
@@ -149,6 +150,12 @@ def _load_ensemble(reference, prediction, reference_energy, prediction_energy):
     return PrecomputedEnsemble.load(reference, pairs(prediction, "--prediction"), reference_energy, prediction_energy)
 
 
+def _matching_line(ensemble) -> str:
+    """How predictions were paired with reference configurations, for the terminal."""
+    reordered = f"; re-ordered to the reference: {', '.join(ensemble.reordered)}" if ensemble.reordered else ""
+    return f"predictions matched to reference configurations by {ensemble.matched_by}{reordered}"
+
+
 
 
 @app.command()
@@ -205,6 +212,8 @@ def evaluate(
         "energy_rmse_per_atom": float(np.sqrt(np.mean(energy_error**2))),
         "thresholds": [vars(s) for s in summaries],
         "u": {"min": float(u.min()), "median": float(np.median(u)), "max": float(u.max())},
+        "matched_by": ensemble.matched_by,
+        "reordered": list(ensemble.reordered),
     }
     if target_rmse is not None:
         payload["uc_for_target_rmse"] = {
@@ -223,6 +232,7 @@ def evaluate(
     err.print(
         f"{payload['n_configs']} configurations, {payload['n_atoms']} atoms; members "
         + ", ".join(f"{m['name']} (w={m['weight']:.3f})" for m in payload["members"])
+        + f"\n{_matching_line(ensemble)}"
         + f"\nSpearman ρ(U, error) = {fmt(rho, 3)}; ensemble-mean force RMSE {fmt(payload['force_rmse'])} eV/Å",
         highlight=False,
     )
@@ -252,22 +262,32 @@ def mix(
     variant: VariantOption = 1,
     reference_energy: Annotated[str, typer.Option("--reference-energy", help="Reference energies are total or per-atom.")] = "total",
     prediction_energy: Annotated[str, typer.Option("--prediction-energy", help="Predicted energies are total or per-atom.")] = "total",
+    align_energies: Annotated[str, typer.Option("--align-energies", help="Shift teacher energies onto the reference scale by per-element constants: auto (when the mean per-atom energies differ by more than 0.1 eV/atom), on, off.")] = "auto",
+    align_sample: Annotated[int, typer.Option("--align-sample", min=1, help="Random configurations the shifts are fitted on (capped at the number of configurations).")] = 20,
+    align_max_residual: Annotated[float, typer.Option("--align-max-residual", help="Refuse the alignment when its per-atom residual RMSE exceeds this (eV/atom).")] = DEFAULT_MAX_RESIDUAL,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the random alignment sample.")] = 0,
     as_json: JsonOption = False,
 ) -> None:
     """Build a distilled dataset: teacher labels where U < U_c, reference labels elsewhere (UAMD)."""
+    import numpy as np
+
     from uq_flows.io import (
         EXTXYZ_SUFFIXES,
         PACEMAKER_SUFFIXES,
         with_labels,
         write_structures,
     )
-    from uq_flows.labeling.mixing import label_errors, mix_labels
+    from uq_flows.labeling.mixing import ALIGN_MODES, align_teacher_energies, label_errors, mix_labels
     from uq_flows.records import structure_id
     from uq_flows.settings import get_settings
 
     energy_convention(reference_energy, "--reference-energy")
     energy_convention(prediction_energy, "--prediction-energy")
     check_out(out, PACEMAKER_SUFFIXES + EXTXYZ_SUFFIXES)
+    if align_energies not in ALIGN_MODES:
+        fail(f"--align-energies must be one of {', '.join(ALIGN_MODES)}, got {align_energies!r}")
+    if not align_max_residual > 0:
+        fail(f"--align-max-residual must be positive, got {align_max_residual}")
     names = pairs(prediction, "--prediction")
     for option, name in (("--energy-from", energy_from), ("--forces-from", forces_from)):
         if name not in names:
@@ -275,8 +295,14 @@ def mix(
     ensemble = _load_ensemble(reference, prediction, reference_energy, prediction_energy)
     chosen = ensemble.weights(rmse_pairs(rmse or []), weights, top_n)
     u = ensemble.uncertainty(chosen, variant)
-    mixed = mix_labels(ensemble.reference, ensemble.predictions[energy_from], ensemble.predictions[forces_from], u, uc)
+    numbers = [atoms.numbers for atoms in ensemble.structures]
+    alignment = align_teacher_energies(numbers, ensemble.reference, ensemble.predictions[energy_from], align_energies,
+                                       align_sample, seed, align_max_residual)
+    shifts, problems = alignment.configuration_shifts(numbers)
+    mixed = mix_labels(ensemble.reference, ensemble.predictions[energy_from], ensemble.predictions[forces_from], u, uc,
+                       shifts)
     energy_rmse, force_rmse = label_errors(mixed.labels, ensemble.reference)
+    teacher_energy_rmse, teacher_force_rmse = label_errors(mixed.labels, ensemble.reference, mixed.teacher)
 
     decimals = get_settings().structure_id_decimals
     offsets = mixed.labels.n_atoms.cumsum() - mixed.labels.n_atoms
@@ -293,7 +319,10 @@ def mix(
         label_source=sources,
         energy_source=[energy_from if s == "teacher" else "reference" for s in sources],
         forces_source=[forces_from if s == "teacher" else "reference" for s in sources],
+        energy_shift=[float(x) for x in mixed.energy_shift],
     )
+    unalignable_reasons = sorted({problems[j] for j in np.flatnonzero(mixed.unalignable)})
+    fit = alignment.fit
     payload = {
         "out": str(out),
         "uc": uc,
@@ -304,20 +333,68 @@ def mix(
         "dft_config_fraction": mixed.dft_config_fraction,
         "energy_rmse_per_atom": energy_rmse,
         "force_rmse": force_rmse,
+        "label_errors": {
+            "all": {"n_configs": len(u), "energy_rmse_per_atom": energy_rmse, "force_rmse": force_rmse},
+            "teacher": {"n_configs": int(mixed.teacher.sum()), "energy_rmse_per_atom": teacher_energy_rmse,
+                        "force_rmse": teacher_force_rmse},
+        },
         "energy_from": energy_from,
         "forces_from": forces_from,
         "members": chosen.members,
         "weights_source": chosen.source,
+        "matched_by": ensemble.matched_by,
+        "reordered": list(ensemble.reordered),
+        "alignment": {
+            "applied": alignment.applied,
+            "mode": alignment.mode,
+            "mean_difference_per_atom": alignment.mean_difference_per_atom,
+            "shifts": fit.shifts if fit else {},
+            "residual_rmse_per_atom": fit.residual_rmse_per_atom if fit else None,
+            "max_residual": align_max_residual,
+            "rank_deficient": fit.rank_deficient if fit else None,
+            "n_sample": len(alignment.sample),
+            "sample": fit.sample if fit else None,
+            "seed": seed,
+            "sample_indices": [int(j) for j in alignment.sample],
+            "n_unalignable": int(mixed.unalignable.sum()),
+            "unalignable_reasons": unalignable_reasons,
+            "warning": alignment.warning,
+        },
     }
     if as_json:
         emit(payload)
         return
-    err.print(
-        f"wrote {out}: {payload['n_teacher']} teacher-labelled, {payload['n_dft']} reference-labelled configurations; "
-        f"DFT share {mixed.dft_atom_fraction:.1%} of atoms, {mixed.dft_config_fraction:.1%} of configurations; "
-        f"labels vs reference: energy RMSE {energy_rmse * 1000:.3g} meV/atom, force RMSE {force_rmse:.3g} eV/Å",
-        highlight=False,
+    n_teacher = payload["n_teacher"]
+    lines = [
+        f"wrote {out}: {n_teacher} teacher-labelled, {payload['n_dft']} reference-labelled configurations; "
+        f"DFT share {mixed.dft_atom_fraction:.1%} of atoms, {mixed.dft_config_fraction:.1%} of configurations",
+        _matching_line(ensemble),
+    ]
+    if fit:
+        shifts_text = ", ".join(f"{el} {value:+.4f}" for el, value in fit.shifts.items())
+        lines.append(
+            f"teacher energies aligned to the reference ({alignment.mode}; mean difference "
+            f"{alignment.mean_difference_per_atom:+.3g} eV/atom): shifts {shifts_text} eV/atom fitted on "
+            f"{len(alignment.sample)} random configurations, residual {fit.residual_rmse_per_atom * 1000:.3g} meV/atom"
+        )
+    else:
+        lines.append(f"teacher energies not aligned ({alignment.mode}; mean difference "
+                     f"{alignment.mean_difference_per_atom:+.3g} eV/atom)")
+    if mixed.unalignable.any():
+        lines.append(f"{int(mixed.unalignable.sum())} configurations below U_c kept reference labels: "
+                     + "; ".join(unalignable_reasons))
+    if alignment.warning:
+        lines.append(f"[yellow]warning:[/] {alignment.warning}")
+    lines.append(
+        f"labels vs reference over all {len(u)} configurations (reference-labelled ones exact): energy RMSE "
+        f"{energy_rmse * 1000:.3g} meV/atom{' after alignment' if fit else ''}, force RMSE {force_rmse:.3g} eV/Å"
     )
+    if n_teacher:
+        lines.append(
+            f"over the {n_teacher} teacher-labelled configurations: energy RMSE {teacher_energy_rmse * 1000:.3g} "
+            f"meV/atom{' after alignment' if fit else ''}, force RMSE {teacher_force_rmse:.3g} eV/Å"
+        )
+    err.print("\n".join(lines), highlight=False)
 
 
 @app.command("measure-rmse")
@@ -332,14 +409,20 @@ def measure_rmse(
 ) -> None:
     """Measure each member's force RMSE on a labelled reference set, for inverse-RMSE weights."""
     from uq_flows.ensemble.members import load_calculator, parse_member
+    from uq_flows.ensemble.precomputed import check_unique, identities, identity_kind
     from uq_flows.ensemble.predict import predict_member
     from uq_flows.ensemble.rmse import measure_force_rmse, write_rmse_file
     from uq_flows.io import read_labels, read_many
+    from uq_flows.settings import get_settings
 
     energy_convention(reference_energy, "--reference-energy")
     check_out(out, (".json",))
     specs = [parse_member(text) for text in member]
     structures = read_many(reference)
+    # members run on these structures, so predictions pair with them by construction; a structure
+    # given twice (e.g. in two of the files) would count twice in the RMSE
+    kind = identity_kind(structures)
+    check_unique(structures, identities(structures, kind, get_settings().structure_id_decimals), kind)
     labels = read_labels(structures, reference_energy)
     rmse, used, versions = {}, {}, {}
     with progress_bar() as progress:

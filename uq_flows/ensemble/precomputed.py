@@ -6,6 +6,7 @@ rerunning the members (paper 001, Figs. 2-5).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,12 +17,17 @@ from ase import Atoms
 from uq_flows.ensemble.scoring import MemberWeights, resolve_weights
 from uq_flows.errors import InputError
 from uq_flows.io import EnergyConvention, Labels, read_labels, read_structures
+from uq_flows.records import structure_id
+from uq_flows.settings import get_settings
 from uq_flows.uncertainty import (
     ensemble_mean_force_error,
     force_uncertainty,
     inverse_rmse_weights,
     top_n_members,
 )
+
+UQ_ID = "uq_id"
+CONTENT_ID = "content id"
 
 
 @dataclass(frozen=True)
@@ -30,7 +36,9 @@ class PrecomputedEnsemble:
 
     structures: list[Atoms]
     reference: Labels
-    predictions: dict[str, Labels]
+    predictions: dict[str, Labels]  # in the reference's order
+    matched_by: str = CONTENT_ID  # "uq_id" or "content id"
+    reordered: tuple[str, ...] = ()  # prediction files that were in another order
 
     @classmethod
     def load(
@@ -39,18 +47,28 @@ class PrecomputedEnsemble:
         predictions: Mapping[str, str | Path],
         reference_energy: EnergyConvention = "total",
         prediction_energy: EnergyConvention = "total",
+        decimals: int | None = None,
     ) -> PrecomputedEnsemble:
-        """Read and cross-check files: same configurations, same atoms, same order."""
+        """Read the files and pair every prediction with its reference configuration by identity.
+
+        Prediction files in another order are re-ordered to the reference's (see ``match_order``);
+        a configuration missing, duplicated or different is an InputError naming it.
+        """
         if not predictions:
             raise InputError("no --prediction files given")
+        if decimals is None:
+            decimals = get_settings().structure_id_decimals
         structures = read_structures(reference)
+        predicted = {name: read_structures(path) for name, path in predictions.items()}
+        by = identity_kind(structures, *predicted.values())
         labels = read_labels(structures, reference_energy, name=str(reference))
-        members = {}
+        members, reordered = {}, []
         for name, path in predictions.items():
-            predicted = read_structures(path)
-            _check_aligned(structures, predicted, reference, path)
-            members[name] = read_labels(predicted, prediction_energy, name=f"{name} ({path})")
-        return cls(structures, labels, members)
+            order = match_order(structures, predicted[name], by, decimals, reference, path)
+            if not np.array_equal(order, np.arange(len(order))):
+                reordered.append(name)
+            members[name] = _reordered(read_labels(predicted[name], prediction_energy, name=f"{name} ({path})"), order)
+        return cls(structures, labels, members, by, tuple(reordered))
 
     @property
     def n_atoms(self) -> np.ndarray:
@@ -104,11 +122,120 @@ class PrecomputedEnsemble:
         )
 
 
-def _check_aligned(reference: Sequence[Atoms], other: Sequence[Atoms], ref_path, other_path) -> None:
-    if len(reference) != len(other):
-        raise InputError(f"{other_path} has {len(other)} configurations, {ref_path} has {len(reference)}")
-    for index, (a, b) in enumerate(zip(reference, other)):
-        if len(a) != len(b):
-            raise InputError(f"{other_path}: configuration {index} has {len(b)} atoms, {ref_path} has {len(a)}")
-        if not np.array_equal(a.numbers, b.numbers):
-            raise InputError(f"{other_path}: configuration {index} has other elements or atom order than {ref_path}")
+def identity_kind(*files: Sequence[Atoms]) -> str:
+    """"uq_id" when every structure of every file stores one, else "content id"."""
+    stored = all(atoms.info.get("uq_id") not in (None, "") for structures in files for atoms in structures)
+    return UQ_ID if stored else CONTENT_ID
+
+
+def identities(structures: Sequence[Atoms], by: str, decimals: int) -> list[str]:
+    """Each structure's stored ``uq_id`` (by="uq_id") or its content hash (``structure_id``)."""
+    if by == UQ_ID:
+        return [str(atoms.info["uq_id"]) for atoms in structures]
+    return [structure_id(atoms, decimals) for atoms in structures]
+
+
+def check_unique(structures: Sequence[Atoms], ids: Sequence[str], by: str = CONTENT_ID) -> None:
+    """InputError naming the first structure met twice (pairing by id would be ambiguous)."""
+    first: dict[str, int] = {}
+    for index, key in enumerate(ids):
+        if key in first:
+            j = first[key]
+            raise InputError(
+                f"{_where(structures[j], j)} and {_where(structures[index], index)} are the same structure "
+                f"({structures[index].get_chemical_formula()}, {by} {key}): remove the duplicate"
+            )
+        first[key] = index
+
+
+def match_order(
+    reference: Sequence[Atoms], other: Sequence[Atoms], by: str, decimals: int,
+    ref_name: str | Path = "reference", other_name: str | Path = "predictions",
+) -> np.ndarray:
+    """Index into ``other`` of each reference configuration: ``other[order[j]]`` is ``reference[j]``.
+
+    Configurations are paired by id (``uq_id`` or content hash, see ``identities``) and every
+    pair is checked to be the same structure: same atoms in the same order, and cell and
+    position components within 10**-decimals Å (positions up to lattice translations). An id
+    is only a fast key: a content hash rounds positions, so a coordinate next to a rounding
+    boundary may hash differently after a file round trip (extxyz keeps 8 decimals); such a
+    configuration is found by comparing structures, first at the same position in the file.
+    Raises InputError naming the first configuration missing, duplicated or different.
+    """
+    tolerance = 10.0 ** -decimals
+    ref_ids, other_ids = identities(reference, by, decimals), identities(other, by, decimals)
+    check_unique(reference, ref_ids, by)
+    check_unique(other, other_ids, by)
+    index = {key: j for j, key in enumerate(ref_ids)}
+    matched = np.full(len(reference), -1)
+    same_atoms: dict[bytes, list[int]] | None = None
+    for k, atoms in enumerate(other):
+        j = index.get(other_ids[k])
+        if j is not None and matched[j] < 0:
+            deviation = _deviation(reference[j], atoms)
+            if deviation > tolerance:
+                raise InputError(
+                    f"{other_name}: configuration {k} ({_describe(atoms, other_ids[k])}) has the {by} of "
+                    f"configuration {j} of {ref_name} ({_describe(reference[j], ref_ids[j])}) but "
+                    f"{_difference(deviation)}: not the same structure"
+                )
+        else:
+            if same_atoms is None:
+                same_atoms = {}
+                for i, structure in enumerate(reference):
+                    same_atoms.setdefault(_atoms_key(structure), []).append(i)
+            candidates = ([k] if k < len(reference) else []) + same_atoms.get(_atoms_key(atoms), [])
+            j = next((i for i in candidates if matched[i] < 0 and _deviation(reference[i], atoms) <= tolerance), None)
+            if j is None:
+                there = (f"; position {k} there holds {reference[k].get_chemical_formula()} ({ref_ids[k]}), with "
+                         f"{_difference(_deviation(reference[k], atoms))}"
+                         if k < len(reference) else f" ({len(reference)} configurations)")
+                raise InputError(
+                    f"{other_name}: configuration {k} ({_describe(atoms, other_ids[k])}) is not in "
+                    f"{ref_name}{there}"
+                )
+        matched[j] = k
+    if np.any(matched < 0):
+        j = int(np.flatnonzero(matched < 0)[0])
+        raise InputError(
+            f"{ref_name}: configuration {j} ({_describe(reference[j], ref_ids[j])}) has no counterpart in "
+            f"{other_name} ({len(other)} configurations, {len(reference)} in {ref_name})"
+        )
+    return matched
+
+
+def _reordered(labels: Labels, order: np.ndarray) -> Labels:
+    forces = np.split(labels.forces, np.cumsum(labels.n_atoms)[:-1])
+    return Labels(labels.energies[order], np.concatenate([forces[i] for i in order]), labels.n_atoms[order])
+
+
+def _where(atoms: Atoms, index: int) -> str:
+    return f"configuration {atoms.info.get('uq_source', index)}"
+
+
+def _describe(atoms: Atoms, key: str) -> str:
+    return f"{atoms.get_chemical_formula()}, {key}"
+
+
+def _atoms_key(atoms: Atoms) -> bytes:
+    return np.asarray(atoms.numbers, dtype="<i8").tobytes()
+
+
+def _deviation(a: Atoms, b: Atoms) -> float:
+    """Largest difference of a cell or position component (Å, positions up to lattice
+    translations); inf when atoms, their order or periodicity differ."""
+    if len(a) != len(b) or not np.array_equal(a.numbers, b.numbers) or not np.array_equal(a.pbc, b.pbc):
+        return math.inf
+    cell = float(np.max(np.abs(a.cell.array - b.cell.array)))
+    delta = b.positions - a.positions
+    if a.pbc.any() and a.cell.rank == 3:
+        fractional = np.linalg.solve(a.cell.array.T, delta.T).T
+        fractional[:, a.pbc] -= np.round(fractional[:, a.pbc])
+        delta = fractional @ a.cell.array
+    return max(cell, float(np.max(np.abs(delta))))
+
+
+def _difference(deviation: float) -> str:
+    if math.isinf(deviation):
+        return "other atoms, atom order or periodicity"
+    return f"a cell or positions {deviation:.3g} Å away"
