@@ -246,10 +246,12 @@ def after_fit_job(config: LoopConfig, iteration: int, candidates, uncertainty: U
             pools.append(cago.output.structures)
     gather = gather_candidates(pools, config.select.max_candidates * 4)
     gather.name = "gather candidates"
-    select = select_job(config, potentials, gather.output, qbc_references(config, pool))
+    references, prefilter_note = qbc_references(config, pool)
+    select = select_job(config, potentials, gather.output, references)
     select.name = "select"
     state = loop_state_job(config, iteration, uncertainty, routing, dataset, pool, fit, select.output, dft_so_far,
-                           pool_summary(pool, split), split.test_labels, calibration, cago_note)
+                           {**pool_summary(pool, split), "prefilter_note": prefilter_note}, split.test_labels,
+                           calibration, cago_note)
     state.name = STATE_JOB
     for job_ in (gather, select, state, *light):
         set_category(job_, "cpu")
@@ -257,20 +259,23 @@ def after_fit_job(config: LoopConfig, iteration: int, candidates, uncertainty: U
     return Response(replace=_tagged(flow, config, iteration))
 
 
-def qbc_references(config: LoopConfig, pool: TrainingPool) -> dict[str, float] | None:
-    """Elemental references on the ACE committee's energy scale, for QBC's formation-energy pre-filter.
+def qbc_references(config: LoopConfig, pool: TrainingPool) -> tuple[dict[str, float] | None, str | None]:
+    """Elemental references on the ACE committee's energy scale for QBC's formation-energy pre-filter, or why none.
 
     The committee is fitted on DFT-scale energies, so the teacher's references get the loop's
-    per-element shifts μ_el; None (pre-filter off) while that alignment cannot place them.
+    per-element shifts μ_el; while that alignment cannot place an element the pre-filter is off
+    for the iteration, and the loop-state document says so.
     """
     if not config.select.formation_energy_prefilter or pool.teacher_references is None:
-        return None
+        return None, None
     if not pool.align_energies:
-        return dict(pool.teacher_references)
-    if pool.alignment is None or not pool.alignment.usable \
-            or any(pool.alignment.problem([atomic_numbers[el]]) for el in pool.teacher_references):
-        return None
-    return shifted_references(pool.teacher_references, pool.alignment.shifts)
+        return dict(pool.teacher_references), None
+    alignment = pool.alignment
+    problems = [alignment.problem([atomic_numbers[el]]) for el in pool.teacher_references] if alignment else []
+    if alignment is None or any(problems):
+        why = "no energy alignment yet" if alignment is None else next(p for p in problems if p)
+        return None, f"QBC's formation-energy pre-filter is off this iteration: {why}"
+    return shifted_references(pool.teacher_references, alignment.shifts), None
 
 
 def pool_summary(pool: TrainingPool, split: TrainingSplit) -> dict:
@@ -358,6 +363,8 @@ def loop_state_job(config: LoopConfig, iteration: int, uncertainty: UncertaintyD
                         + ("" if warnings and why == warnings[0] else f": {why}"))
     if cago_note and not cago_note.startswith("calibrated"):
         warnings.append(f"CAGO {cago_note}")
+    if pool_info.get("prefilter_note"):
+        warnings.append(pool_info["prefilter_note"])
     state = IterationSummary(
         loop=config.name, iteration=iteration, **counts, n_training=pool_info.get("n_training", len(pool.labels)),
         train_energy_rmse_per_atom=metrics.train_energy_rmse_per_atom, train_force_rmse=metrics.train_force_rmse,
