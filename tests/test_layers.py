@@ -47,3 +47,32 @@ def test_engine_free_module_imports_no_workflow_code(path):
     for name in imported_modules(path):
         assert name.split(".")[0] not in ENGINES, f"{module_name(path)} imports {name}"
         assert not any(name == w or name.startswith(w + ".") for w in workflow_modules), f"{module_name(path)} imports {name}"
+
+
+def package_of(module: str) -> str:
+    """The unit a module belongs to: its subpackage (``uq_flows.labeling``) or top-level module."""
+    return ".".join(module.split(".")[:2])
+
+
+def test_no_import_cycles_between_packages():
+    """Stage packages never import flows/ (the loop imports them): shared pieces live in uq_flows.stages."""
+    graph: dict[str, set[str]] = {}
+    for path in PACKAGE.rglob("*.py"):
+        source = package_of(module_name(path))
+        for name in imported_modules(path):
+            if name.startswith("uq_flows.") and package_of(name) != source:
+                graph.setdefault(source, set()).add(package_of(name))
+
+    def cycle_from(start: str, node: str, seen: tuple[str, ...]) -> tuple[str, ...] | None:
+        for nxt in sorted(graph.get(node, ())):
+            if nxt == start:
+                return (*seen, nxt)
+            if nxt not in seen:
+                found = cycle_from(start, nxt, (*seen, nxt))
+                if found:
+                    return found
+        return None
+
+    cycles = [c for c in (cycle_from(p, p, (p,)) for p in sorted(graph)) if c]
+    assert not cycles, "package import cycles: " + "; ".join(" → ".join(c) for c in cycles)
+    assert "uq_flows.flows" in graph and "uq_flows.stages" in graph["uq_flows.labeling"]  # the graph is real

@@ -25,7 +25,7 @@ from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
 from uq_flows.errors import InputError
-from uq_flows.labeling.screening import non_finite_problem
+from uq_flows.screening import non_finite_problem
 
 EnergyConvention = Literal["total", "per-atom"]
 

@@ -1,8 +1,6 @@
 """calibrate / cago / explore / generate from the CLI and as Makers (Lennard-Jones committee)."""
 
-import json
 
-import numpy as np
 import pytest
 from ase.build import bulk
 from ase.io import write
@@ -16,7 +14,6 @@ from uq_flows.cago.optimizer import CagoSettings
 from uq_flows.explore.jobs import GenerateMaker, MDExploreMaker
 from uq_flows.explore.md import MDSettings
 from uq_flows.io import read_structures, with_labels
-from uq_flows.records import records_from_atoms
 
 COMMITTEE_ARGS = [arg for entry in COMMITTEE for arg in ("--committee", entry)]
 

@@ -14,7 +14,7 @@ from uq_flows.ensemble import MemberPredictions, parse_member, predict_member
 from uq_flows.ensemble.jobs import EnsembleScoreMaker
 from uq_flows.ensemble.scoring import combine_predictions, resolve_weights, score_structures
 from uq_flows.errors import InputError
-from uq_flows.labeling.screening import HARD_MIN_DISTANCE
+from uq_flows.screening import HARD_MIN_DISTANCE
 from uq_flows.records import records_from_atoms
 
 EMT_SPEC = parse_member("emt=ase:ase.calculators.emt:EMT")

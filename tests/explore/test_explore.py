@@ -11,7 +11,7 @@ from ase.neighborlist import neighbor_list
 from uq_flows.errors import InputError
 from uq_flows.explore.generators import dimers, short_range_pairs, starting_set, strained_rattled, surfaces
 from uq_flows.explore.md import MDSettings, run_md, schedule
-from uq_flows.labeling.screening import min_interatomic_distance
+from uq_flows.screening import min_interatomic_distance
 
 
 def test_generators_make_what_they_say():

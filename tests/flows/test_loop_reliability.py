@@ -34,6 +34,7 @@ from tests.manager.conftest import (  # noqa: F401  (wire_server is a fixture)
     worker_env,
 )
 from uq_flows.settings import get_settings
+from uq_flows.stages import DFT_LABEL, THRESHOLD, TRAINING_POOL
 
 RLAUNCH = REPO / ".venv" / "bin" / "rlaunch"
 FWORKERS = REPO / "workflows" / "fireworks"
@@ -96,15 +97,16 @@ def _logs(tmp_path: Path) -> str:
     return "\n".join(f"--- {p}\n{p.read_text()[-3000:]}" for p in sorted(tmp_path.rglob("rlaunch.log")))
 
 
-def _docs(loop: str, name: str) -> list[dict]:
+def _docs(loop: str, stage: str) -> list[dict]:
+    """The loop's job documents of one stage (found by their metadata, as status and results do)."""
     from monty.json import MontyDecoder
 
-    from uq_flows.flows.loop import LOOP_KEY
     from uq_flows.manager.stores import open_jobstore
+    from uq_flows.stages import LOOP_KEY, STAGE_KEY
 
     store = open_jobstore()
     with store:
-        docs = list(store.query({"name": name, f"metadata.{LOOP_KEY}": loop},
+        docs = list(store.query({f"metadata.{STAGE_KEY}": stage, f"metadata.{LOOP_KEY}": loop},
                                 properties=["uuid", "name", "output", "metadata"], load=True))
     for doc in docs:
         doc["output"] = MontyDecoder().process_decoded(doc["output"])
@@ -118,16 +120,18 @@ def _check_results(loop: str, tmp_path: Path) -> tuple[dict, list[dict]]:
     exported = run_json("results", loop, "--format", "json", "--out", tmp_path / "results.json")
     records = json.loads((tmp_path / "results.json").read_text())
     ids = [r["id"] for r in records]
-    assert len(ids) == len(set(ids)) == exported["n_structures"] == status["iterations"][-1]["n_training"]
+    last = status["iterations"][-1]  # the pool: what the last fit trained on and the audit it was tested on
+    assert len(ids) == len(set(ids)) == exported["n_structures"] == last["n_training"] + last["n_audit"]
     assert exported["by_source"]["dft"] == sum(it["n_dft_ok"] for it in status["iterations"])
 
-    routings = sorted(_docs(loop, "threshold"), key=lambda d: d["metadata"]["iteration"])
+    routings = sorted((d for d in _docs(loop, THRESHOLD) if d["output"] is not None),
+                      key=lambda d: d["metadata"]["iteration"])
     assert [d["metadata"]["iteration"] for d in routings] == [it["iteration"] for it in status["iterations"]]
     for routing, it in zip(routings, status["iterations"]):  # structures in = structures routed, once each
         routed = [r.id for r in routing["output"].routes]
         assert len(routed) == len(set(routed)) == it["n_candidates"] == sum(routing["output"].counts.values())
-        assert it["n_dft_ok"] + it["n_dft_failed"] + it["n_teacher"] + it["n_deferred"] + it["n_rejected"] \
-            <= it["n_candidates"]
+        outcomes = ("n_dft_ok", "n_dft_failed", "n_teacher", "n_teacher_failed", "n_deferred", "n_rejected")
+        assert sum(it[k] for k in outcomes) == it["n_candidates"]
     return status, records
 
 
@@ -168,8 +172,8 @@ def test_loop_with_a_gpu_and_a_cpu_rlaunch_worker(wire_files, tmp_path):
     assert launches == Counter({d["fw_id"]: 1 for d in docs})
     assert set(_category_of_launches(lp, docs).values()) == {"uq-flows-gpu", "uq-flows-cpu"}
     # one output document per job that ran
-    per_name = Counter(d["name"] for d in _docs(loop, "training pool"))
-    assert per_name == Counter({"training pool": 2})
+    per_iteration = Counter(d["metadata"]["iteration"] for d in _docs(loop, TRAINING_POOL))
+    assert per_iteration == Counter({0: 1, 1: 1})
 
 
 @pytest.mark.slow
@@ -227,7 +231,7 @@ def test_sigkill_during_a_reference_label_then_resume(wire_files, tmp_path, monk
     assert runs.pop(killed["fw_id"]) == 2 and set(runs.values()) == {1}
     _category_of_launches(lp, docs)
     # its effect is recorded once: one output document, one label in the results
-    label_docs = _docs(loop, killed["name"])
+    label_docs = [d for d in _docs(loop, DFT_LABEL) if d["name"] == killed["name"]]
     assert len(label_docs) == 1 and label_docs[0]["output"].ok
     assert Counter(r["id"] for r in records)[label_docs[0]["output"].id] == 1
     # the slow labeller started that structure twice and finished it once; every other structure once

@@ -40,7 +40,7 @@ from uq_flows.ace.fit import (
 from uq_flows.ace.local import LocalActiveSet, local_extrapolation_grades
 from uq_flows.ace.potential import AceCalculator
 from uq_flows.errors import InputError
-from uq_flows.flows.categories import set_category
+from uq_flows.stages import set_category
 from uq_flows.records import StructureRecord
 from uq_flows.settings import get_settings
 

@@ -11,7 +11,7 @@ from uq_flows.cago.calibration import PowerLawCalibration
 from uq_flows.cago.filters import DEFAULT_MAX_COMMITTEE_FORCE, prelabel_problem
 from uq_flows.cago.optimizer import CagoResult, CagoSettings, Committee, cago
 from uq_flows.errors import InputError
-from uq_flows.labeling.screening import DEFAULT_MIN_DISTANCE
+from uq_flows.screening import DEFAULT_MIN_DISTANCE
 
 
 class AdversarialStructure(BaseModel):

@@ -2,7 +2,7 @@
 
 Before labelling: discard structures whose committee-mean maximum force exceeds 40 eV/Å or
 whose shortest interatomic distance is below 0.75 Å. After labelling, references with any
-force above 30 eV/Å are rejected by the labelling stage (uq_flows.labeling.screening).
+force above 30 eV/Å are rejected by the labelling stage (uq_flows.screening).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from ase import Atoms
 
-from uq_flows.labeling.screening import DEFAULT_MIN_DISTANCE, structure_problem
+from uq_flows.screening import DEFAULT_MIN_DISTANCE, structure_problem
 
 DEFAULT_MAX_COMMITTEE_FORCE = 40.0  # eV/Å
 

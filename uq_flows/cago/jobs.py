@@ -13,10 +13,10 @@ from uq_flows.cago.calibration import PowerLawCalibration
 from uq_flows.cago.committee import committee_errors, committee_identity, load_committee
 from uq_flows.cago.filters import DEFAULT_MAX_COMMITTEE_FORCE
 from uq_flows.cago.optimizer import CagoSettings
-from uq_flows.flows.categories import set_category
+from uq_flows.stages import set_category
 from uq_flows.labeling.assembly import DistilledDataset
 from uq_flows.labeling.labels import Label
-from uq_flows.labeling.screening import DEFAULT_MIN_DISTANCE
+from uq_flows.screening import DEFAULT_MIN_DISTANCE
 from uq_flows.records import StructureRecord
 
 

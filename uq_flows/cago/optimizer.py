@@ -26,7 +26,7 @@ from scipy.optimize import minimize
 
 from uq_flows.cago.calibration import PowerLawCalibration, committee_force_sigma
 from uq_flows.errors import InputError
-from uq_flows.labeling.screening import min_interatomic_distance
+from uq_flows.screening import min_interatomic_distance
 
 
 class Committee(Protocol):

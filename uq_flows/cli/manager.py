@@ -96,7 +96,7 @@ def resume(
                     highlight=False,
                 )
 
-            from uq_flows.flows.loop import rebuild_loop
+            from uq_flows.manager.rebuild import rebuild_loop
 
             reports = watch_loop(
                 lp, loop, interval=watch or 0.0, iterations=(1 if watch is None else iterations),

@@ -32,7 +32,7 @@ from uq_flows.cli.common import (
     rmse_pairs,
 )
 from uq_flows.labeling.alignment import DEFAULT_MAX_RESIDUAL
-from uq_flows.labeling.screening import HARD_MIN_DISTANCE, check_min_distance
+from uq_flows.screening import HARD_MIN_DISTANCE, check_min_distance
 
 
 @app.command()

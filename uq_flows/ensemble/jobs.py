@@ -24,8 +24,8 @@ from uq_flows.ensemble.scoring import (
     concatenate_predictions,
     resolve_weights,
 )
-from uq_flows.flows.categories import set_category
-from uq_flows.labeling.screening import HARD_MIN_DISTANCE, check_min_distance
+from uq_flows.stages import SCORE, set_category, tag_stage
+from uq_flows.screening import HARD_MIN_DISTANCE, check_min_distance
 from uq_flows.records import StructureRecord
 from uq_flows.settings import get_settings
 
@@ -186,4 +186,4 @@ class EnsembleScoreMaker(Maker):
             predictions,
             {spec.name: spec.version for spec in specs},
         )
-        return Flow([*jobs, combine], output=combine.output, name=self.name)
+        return Flow([*jobs, tag_stage(combine, SCORE)], output=combine.output, name=self.name)

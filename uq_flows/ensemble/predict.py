@@ -23,7 +23,7 @@ from ase.data import chemical_symbols
 
 from uq_flows.ensemble.members import MemberSpec, load_calculator, supported_numbers
 from uq_flows.errors import InputError
-from uq_flows.labeling.screening import (
+from uq_flows.screening import (
     HARD_MIN_DISTANCE,
     check_min_distance,
     non_finite_problem,

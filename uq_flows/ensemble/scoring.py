@@ -20,7 +20,7 @@ from uq_flows.ensemble.members import MemberSpec
 from uq_flows.ensemble.predict import STRUCTURE_STATUSES, MemberPredictions, predict_member
 from uq_flows.ensemble.rmse import paper_force_rmse, read_rmse_file
 from uq_flows.errors import InputError
-from uq_flows.labeling.screening import HARD_MIN_DISTANCE, check_min_distance
+from uq_flows.screening import HARD_MIN_DISTANCE, check_min_distance
 from uq_flows.uncertainty import (
     force_uncertainty,
     inverse_rmse_weights,

@@ -10,26 +10,16 @@ from collections.abc import Sequence
 
 import numpy as np
 from ase import Atoms
-from ase.build import bulk, surface
-from ase.data import atomic_numbers, covalent_radii, reference_states
+from ase.build import surface
+from ase.data import atomic_numbers, covalent_radii
 
 from uq_flows.errors import InputError
+from uq_flows.reference_crystals import ground_state
 
 
 def _tag(atoms: Atoms, text: str) -> Atoms:
     atoms.info["generator"] = text
     return atoms
-
-
-def ground_state(element: str, cubic: bool = True) -> Atoms:
-    """ASE's reference crystal of ``element`` (fcc, bcc, hcp, diamond, ...)."""
-    if element not in atomic_numbers:
-        raise InputError(f"unknown element {element!r}")
-    state = reference_states[atomic_numbers[element]]
-    if state is None or state.get("symmetry") not in ("fcc", "bcc", "hcp", "diamond", "sc"):
-        raise InputError(f"{element} has no simple reference crystal in ASE; give structures instead")
-    use_cubic = cubic and state["symmetry"] != "hcp"
-    return bulk(element, cubic=use_cubic)
 
 
 def supercell(atoms: Atoms, max_atoms: int) -> Atoms:

@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from uq_flows.cago.committee import load_model
 from uq_flows.explore.generators import GENERATORS, starting_set
 from uq_flows.explore.md import MDSettings, run_md
-from uq_flows.flows.categories import set_category
+from uq_flows.stages import set_category
 from uq_flows.records import StructureRecord
 
 

@@ -20,7 +20,7 @@ from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
 from pydantic import BaseModel, ConfigDict, Field
 
 from uq_flows.errors import InputError
-from uq_flows.labeling.screening import min_interatomic_distance
+from uq_flows.screening import min_interatomic_distance
 
 
 class MDSettings(BaseModel):

@@ -5,8 +5,8 @@ teacher below) → training pool → ACE ensemble fit → MD with the fit → CA
 → the next candidates. Each iteration is a job that replaces itself with that flow once its
 inputs exist (jobflow ``Response(replace=...)``); a loop-state job at the end of every
 iteration records progress and adds the next iteration while no convergence criterion is
-met. Every job carries ``metadata = {uq_flows_loop, iteration}``, so status, results and
-resume find a loop's documents in the JobStore.
+met. Every job carries ``metadata = {uq_flows_loop, iteration}`` and the jobs status,
+results and resume look for also their stage (``uq_flows_stage``, see ``uq_flows.stages``).
 
 ACE potential files are written into the loop's work folder, which workers must share (the
 usual HPC setup); their contents also stay in the JobStore's data store.
@@ -30,7 +30,7 @@ from uq_flows.ensemble.jobs import (
     UncertaintyDocument,
 )
 from uq_flows.explore.jobs import MDExploreMaker
-from uq_flows.flows.categories import set_category
+from uq_flows.stages import ITERATION, LOOP_KEY, LOOP_STATE, TRAINING_POOL, set_category, tag_stage
 from uq_flows.flows.config import LoopConfig
 from uq_flows.labeling.assembly import DistilledDataset
 from uq_flows.labeling.jobs import (
@@ -59,8 +59,6 @@ from uq_flows.selection.references import shifted_references
 from uq_flows.settings import get_settings
 from uq_flows.uncertainty import ReferenceErrors
 
-LOOP_KEY = "uq_flows_loop"
-STATE_JOB = "loop state"
 
 
 class IterationSummary(BaseModel):
@@ -183,6 +181,7 @@ def iteration_job(config: LoopConfig, iteration: int, candidates: list[Structure
         stages.append(references)
     merged = merge_pool(pool, candidates, label.output, references.output if references else None)
     merged.name = "training pool"
+    tag_stage(merged, TRAINING_POOL)
     split = training_split_job(merged.output, iteration)
     split.name = "training split"
     fit = AceFitMaker(options=config.fit).make(split.output.train_structures, split.output.train_labels,
@@ -252,7 +251,8 @@ def after_fit_job(config: LoopConfig, iteration: int, candidates, uncertainty: U
     state = loop_state_job(config, iteration, uncertainty, routing, dataset, pool, fit, select.output, dft_so_far,
                            {**pool_summary(pool, split), "prefilter_note": prefilter_note}, split.test_labels,
                            calibration, cago_note)
-    state.name = STATE_JOB
+    state.name = "loop state"
+    tag_stage(state, LOOP_STATE)
     for job_ in (gather, select, state, *light):
         set_category(job_, "cpu")
     flow = Flow([*jobs, gather, select, state], output=state.output, name=f"explore and select {iteration}")
@@ -378,9 +378,7 @@ def loop_state_job(config: LoopConfig, iteration: int, uncertainty: UncertaintyD
     )
     if reason is not None:
         return Response(output=state)
-    following = iteration_job(config, iteration + 1, next_candidates, pool, counts["dft_total"])
-    following.name = f"iteration {iteration + 1}"
-    set_category(following, "cpu")
+    following = new_iteration(config, iteration + 1, next_candidates, pool, counts["dft_total"])
     return Response(output=state, addition=_tagged(Flow([following], output=following.output), config, iteration + 1))
 
 
@@ -467,66 +465,13 @@ class LoopMaker(Maker):
     def make(self, config: LoopConfig, candidates: list[StructureRecord]) -> Flow:
         if not candidates:
             raise ValueError("the loop needs initial candidates")
-        first = iteration_job(config, 0, candidates, new_pool(config), 0)
-        first.name = "iteration 0"
-        set_category(first, "cpu")
+        first = new_iteration(config, 0, candidates, new_pool(config), 0)
         return _tagged(Flow([first], output=first.output, name=f"{self.name} {config.name}"), config, 0)
 
 
-DFT_LABEL_JOBS = r"^(cp2k label|reference label|vasp label) "
-
-
-def rebuild_loop(lp, loop: str) -> dict | None:
-    """Continue a loop whose flow cannot go on (a job failed for good), from its newest state.
-
-    Called by ``uq-flows resume`` after the reruns. Nothing happens while any job of the loop
-    can still run, or when the loop converged. Otherwise the broken fireworks are defused and
-    the next iteration is submitted again: from the newest loop-state document, or for
-    iteration 0 from the first job's own inputs. Every ok DFT label the loop already made is
-    reused, so no structure goes to DFT twice.
-    """
-    from monty.json import MontyDecoder
-
-    from uq_flows.manager.status import loop_status
-    from uq_flows.manager.stores import open_jobstore
-    from uq_flows.manager.submit import loop_fw_ids, submit_flow
-
-    entries = loop_status(lp, loop)["loops"]
-    first = lp.fireworks.find_one({"fw_id": {"$in": loop_fw_ids(lp, loop)}, "name": "iteration 0"})
-    if not entries or first is None:  # not a uq-flows loop (or nothing submitted): not ours to rebuild
-        return None
-    states = entries[0]["states"]
-    # WAITING jobs below a failed one never become ready: only READY/RUNNING/RESERVED can go on
-    if any(states.get(s) for s in ("READY", "RUNNING", "RESERVED")) or not states.get("FIZZLED"):
-        return None
-    decode = MontyDecoder().process_decoded
-    store = open_jobstore()
-    with store:
-        summaries = [decode(d["output"]) for d in store.query({"name": STATE_JOB, f"metadata.{LOOP_KEY}": loop},
-                                                             properties=["output"])]
-        known = [decode(d["output"]) for d in store.query(
-            {"name": {"$regex": DFT_LABEL_JOBS}, f"metadata.{LOOP_KEY}": loop}, properties=["output"], load=True)]
-        pools = {d["metadata"].get("iteration"): d for d in store.query(
-            {"name": "training pool", f"metadata.{LOOP_KEY}": loop}, properties=["output", "metadata"], load=True)}
-    newest = max(summaries, key=lambda state: state.iteration, default=None)
-    if newest is not None and newest.converged:
-        return None
-    if newest is None:
-        config, iteration, candidates, pool, dft_so_far = decode(first["spec"]["_tasks"][0]["job"]["function_args"])[:5]
-    else:
-        config, candidates = newest.continuation["config"], newest.continuation["next_candidates"]
-        iteration, dft_so_far = newest.iteration + 1, newest.dft_total
-        pool = decode(pools[newest.iteration]["output"])
-    known = [label for label in known if isinstance(label, Label) and label.ok]
-    broken = [fw["fw_id"] for fw in lp.fireworks.find({"fw_id": {"$in": loop_fw_ids(lp, loop)}, "state": "FIZZLED"},
-                                                      {"fw_id": 1})]
-    stuck = [fw["fw_id"] for fw in lp.fireworks.find({"fw_id": {"$in": loop_fw_ids(lp, loop)}, "state": "WAITING"},
-                                                     {"fw_id": 1})]
-    for fw_id in broken + stuck:
-        lp.defuse_fw(fw_id)
-    again = iteration_job(config, iteration, candidates, pool, dft_so_far, known)
-    again.name = f"iteration {iteration}"
-    set_category(again, "cpu")
-    submission = submit_flow(_tagged(Flow([again], output=again.output), config, iteration), lp, loop=loop)
-    return {"iteration": iteration, "defused": broken + stuck, "reused_dft_labels": len(known),
-            "workflow_id": submission.workflow_id}
+def new_iteration(config: LoopConfig, iteration: int, candidates: list[StructureRecord], pool: TrainingPool,
+                  dft_so_far: int, known_labels: list[Label] | None = None):
+    """The job that becomes iteration ``iteration`` (tagged with its stage; category ``cpu``)."""
+    new_job = iteration_job(config, iteration, candidates, pool, dft_so_far, known_labels)
+    new_job.name = f"iteration {iteration}"
+    return set_category(tag_stage(new_job, ITERATION), "cpu")

@@ -30,7 +30,7 @@ from uq_flows.labeling.alignment import (
 from uq_flows.labeling.labels import DFT, OK, REJECTED, TEACHER, Label
 from uq_flows.labeling.pool import AUDIT_KEY
 from uq_flows.labeling.routing import Route
-from uq_flows.labeling.screening import DEFAULT_MAX_FORCE, force_problem
+from uq_flows.screening import DEFAULT_MAX_FORCE, force_problem
 
 
 class LabellingFailed(UqFlowsError):

@@ -26,7 +26,7 @@ from pymatgen.io.vasp import Kpoints
 
 from uq_flows.ensemble.jobs import UncertaintyDocument
 from uq_flows.ensemble.members import parse_member
-from uq_flows.flows.categories import set_category
+from uq_flows.stages import ASSEMBLE, DFT_LABEL, TEACHER_LABEL, THRESHOLD, set_category, tag_stage
 from uq_flows.labeling.alignment import DEFAULT_MAX_RESIDUAL
 from uq_flows.labeling.assembly import DistilledDataset, assemble_dataset
 from uq_flows.labeling.cp2k import Cp2kLabeller, Cp2kSettings
@@ -39,7 +39,7 @@ from uq_flows.labeling.routing import (
     route_by_uncertainty,
     uc_for_target_rmse,
 )
-from uq_flows.labeling.screening import (
+from uq_flows.screening import (
     DEFAULT_MAX_FORCE,
     DEFAULT_MIN_DISTANCE,
     structure_problem,
@@ -91,7 +91,7 @@ class Cp2kLabelMaker(Maker):
     def make(self, structure: StructureRecord, U: float | None = None) -> Job:
         new_job = cp2k_label(structure, self.settings, U)
         new_job.name = f"{self.name} {structure.id}"
-        return set_category(new_job, self.category)
+        return set_category(tag_stage(new_job, DFT_LABEL), self.category)
 
 
 @job(data=LABEL_DATA)
@@ -115,7 +115,7 @@ class CalculatorLabelMaker(Maker):
     def make(self, structure: StructureRecord, U: float | None = None) -> Job:
         new_job = calculator_label(structure, self.calculator, U)
         new_job.name = f"{self.name} {structure.id}"
-        return set_category(new_job, self.category)
+        return set_category(tag_stage(new_job, DFT_LABEL), self.category)
 
 
 @job(data=LABEL_DATA)
@@ -140,7 +140,7 @@ class TeacherLabelMaker(Maker):
     def make(self, structures: list[StructureRecord]) -> Job:
         new_job = teacher_label_job(structures, self.energy_from, self.forces_from, self.device)
         new_job.name = self.name
-        return set_category(new_job, self.category)
+        return set_category(tag_stage(new_job, TEACHER_LABEL), self.category)
 
 
 @dataclass
@@ -250,7 +250,7 @@ class VaspLabelMaker(Maker):
         label = vasp_label(static.output, structure, f"{static.name!r} ({static.uuid})", {"U": U})
         label.name = f"{self.name} {structure.id}"
         label.config.on_missing_references = OnMissing.NONE
-        set_category(label, self.category)
+        set_category(tag_stage(label, DFT_LABEL), self.category)
         return Flow([static, label], output=label.output, name=f"{self.name} {structure.id}")
 
 
@@ -360,7 +360,7 @@ class ThresholdMaker(Maker):
             audit_size = self.audit_size if self.audit_with_fixed_uc else 0
             new_job = route_job(uncertainty, self.uc, self.dft_budget, audit_size=audit_size, audit_seed=self.seed)
             new_job.name = self.name
-            return set_category(new_job, self.category)
+            return set_category(tag_stage(new_job, THRESHOLD), self.category)
         sample = set(audit_sample([s.id for s in structures], self.audit_size, self.seed))
         audited = [s for s in structures if s.id in sample]
         dft_jobs = [self.audit_dft_maker.make(s) for s in audited]
@@ -369,7 +369,7 @@ class ThresholdMaker(Maker):
                                      self.target_force_rmse, self.dft_budget)
         decide.name = f"{self.name} from audit"
         decide.config.on_missing_references = OnMissing.NONE
-        set_category(decide, self.category)
+        set_category(tag_stage(decide, THRESHOLD), self.category)  # its routing job inherits the tag
         return Flow([*dft_jobs, teacher, decide], output=decide.output, name=self.name)
 
 
@@ -408,7 +408,7 @@ class AssembleMaker(Maker):
         new_job.config.on_missing_references = OnMissing.NONE
         if self.iteration is not None:  # made at run time by the label stage, after the loop tagged its iteration
             new_job.metadata["iteration"] = self.iteration
-        return set_category(new_job, self.category)
+        return set_category(tag_stage(new_job, ASSEMBLE), self.category)
 
 
 @job

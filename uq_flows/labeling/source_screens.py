@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from uq_flows.labeling.screening import DEFAULT_MAX_FORCE, DEFAULT_MIN_DISTANCE, HARD_MIN_DISTANCE
+from uq_flows.screening import DEFAULT_MAX_FORCE, DEFAULT_MIN_DISTANCE, HARD_MIN_DISTANCE
 
 SOURCE_KINDS = ("candidates", "md", "cago")
 

@@ -15,7 +15,7 @@ from ase import Atoms
 from uq_flows.ensemble.members import MemberSpec
 from uq_flows.ensemble.predict import STRUCTURE_STATUSES, MemberPredictions, predict_member
 from uq_flows.labeling.labels import REJECTED, TEACHER, Label
-from uq_flows.labeling.screening import HARD_MIN_DISTANCE
+from uq_flows.screening import HARD_MIN_DISTANCE
 
 
 def teacher_source(energy_from: MemberSpec, forces_from: MemberSpec) -> str:

@@ -2,8 +2,8 @@
 
 The CLI's ``status``, ``results`` and ``report`` and the notebooks share these queries. Every
 job of a loop carries the loop id in its metadata, and the jobs read here also their
-iteration (flows.loop), so a loop's documents are found by name and metadata alone; a running
-loop gives what it has so far.
+iteration and stage (``uq_flows.stages``), so a loop's documents are found by metadata alone,
+whatever the jobs are named; a running loop gives what it has so far.
 """
 
 from __future__ import annotations
@@ -17,8 +17,6 @@ from monty.json import MontyDecoder
 
 from uq_flows.errors import InputError
 from uq_flows.flows.loop import (
-    LOOP_KEY,
-    STATE_JOB,
     IterationSummary,
     dft_force_errors,
     force_errors,
@@ -26,6 +24,7 @@ from uq_flows.flows.loop import (
 )
 from uq_flows.labeling.pool import AUDIT_KEY
 from uq_flows.report import LoopReport
+from uq_flows.stages import ASSEMBLE, LOOP_KEY, LOOP_STATE, SCORE, STAGE_KEY, THRESHOLD, TRAINING_POOL
 from uq_flows.uncertainty import ReferenceErrors
 
 if TYPE_CHECKING:
@@ -33,7 +32,6 @@ if TYPE_CHECKING:
     from jobflow import JobStore
 
 STATES = {"COMPLETED": "completed", "FIZZLED": "failed", "DEFUSED": "stopped", "PAUSED": "stopped"}
-SCORE_JOB, THRESHOLD_JOBS, ASSEMBLE_JOB, POOL_JOB = "ensemble uncertainty", r"^threshold", "assemble", "training pool"
 
 
 @contextlib.contextmanager
@@ -54,10 +52,10 @@ def _decode(document: dict) -> Any:
     return MontyDecoder().process_decoded(document["output"])
 
 
-def _newest_per_iteration(store: JobStore, criteria: dict, loop: str) -> dict[int, Any]:
-    """Decoded outputs of matching jobs of a loop, the newest per iteration (a rebuilt one wins)."""
-    docs = store.query({**criteria, f"metadata.{LOOP_KEY}": loop}, properties=["output", "metadata", "completed_at"],
-                       load=True)
+def _newest_per_iteration(store: JobStore, stage: str, loop: str) -> dict[int, Any]:
+    """Decoded outputs of a loop's jobs of one stage, the newest per iteration (a rebuilt one wins)."""
+    docs = store.query({f"metadata.{STAGE_KEY}": stage, f"metadata.{LOOP_KEY}": loop, "output": {"$ne": None}},
+                       properties=["output", "metadata", "completed_at"], load=True)
     newest: dict[int, dict] = {}
     for doc in docs:
         iteration = (doc.get("metadata") or {}).get("iteration")
@@ -68,7 +66,7 @@ def _newest_per_iteration(store: JobStore, criteria: dict, loop: str) -> dict[in
 
 def iteration_summaries(store: JobStore, loop: str) -> list[dict]:
     """The loop-state documents of finished iterations (``IterationSummary`` fields), in order."""
-    summaries = _newest_per_iteration(store, {"name": STATE_JOB}, loop)
+    summaries = _newest_per_iteration(store, LOOP_STATE, loop)
     return [s.model_dump(exclude={"continuation"}) if hasattr(s, "model_dump") else s for s in summaries.values()]
 
 
@@ -108,7 +106,7 @@ def training_pool(store: JobStore, loop: str):
     Teacher energies carry the loop's current energy alignment (the DFT zero); teacher labels
     it cannot place yet are left out (``uq-flows status`` counts them).
     """
-    pools = _newest_per_iteration(store, {"name": POOL_JOB}, loop)
+    pools = _newest_per_iteration(store, TRAINING_POOL, loop)
     if not pools:
         raise InputError(f"loop {loop!r} has no labelled structures yet")
     pool = pools[max(pools)]
@@ -121,9 +119,9 @@ def report_data(store: JobStore, loop: str, state: str = "unknown") -> LoopRepor
     Iterations without a loop-state document yet get a partial row (counts from their
     scoring, routing and labels so far; ``complete`` False).
     """
-    scores = _newest_per_iteration(store, {"name": SCORE_JOB}, loop)
-    routings = _newest_per_iteration(store, {"name": {"$regex": THRESHOLD_JOBS}}, loop)
-    datasets = _newest_per_iteration(store, {"name": ASSEMBLE_JOB}, loop)
+    scores = _newest_per_iteration(store, SCORE, loop)
+    routings = _newest_per_iteration(store, THRESHOLD, loop)
+    datasets = _newest_per_iteration(store, ASSEMBLE, loop)
     finished = {row["iteration"]: row for row in iteration_summaries(store, loop)}
     if not (scores or finished):
         raise InputError(f"loop {loop!r} has no results yet (nothing scored)")

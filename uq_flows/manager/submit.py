@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING, Any
 
 from uq_flows.manager.config import ManagerError
 from uq_flows.manager.stores import ConfiguredJobStore, describe_jobstore
+from uq_flows.stages import LOOP_KEY
 
 if TYPE_CHECKING:
     from fireworks import LaunchPad, Workflow
     from jobflow import Flow, Job, JobStore
 
-LOOP_KEY = "uq_flows_loop"
 
 
 @dataclass

@@ -24,7 +24,7 @@ from pydantic import BaseModel, Field
 from uq_flows.ensemble.members import MemberSpec, load_calculator, parse_member
 from uq_flows.ensemble.predict import MemberPredictions, predict_member
 from uq_flows.ensemble.scoring import concatenate_predictions
-from uq_flows.flows.categories import set_category
+from uq_flows.stages import set_category
 from uq_flows.records import StructureRecord
 from uq_flows.selection.committee import ACE_FACTORY, member_version, parse_committee
 from uq_flows.selection.coverage import feature_coverage

@@ -41,7 +41,7 @@ from pydantic import BaseModel, Field
 
 from uq_flows.ensemble.predict import _quiet_known_warnings
 from uq_flows.errors import InputError, MemberError
-from uq_flows.explore.generators import ground_state
+from uq_flows.reference_crystals import ground_state
 
 logger = logging.getLogger(__name__)
 

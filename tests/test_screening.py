@@ -11,7 +11,7 @@ from ase.build import bulk
 from uq_flows.ensemble import parse_member
 from uq_flows.errors import InputError, MemberError
 from uq_flows.labeling.labels import REJECTED
-from uq_flows.labeling.screening import (
+from uq_flows.screening import (
     DEFAULT_MIN_DISTANCE,
     HARD_MIN_DISTANCE,
     check_min_distance,

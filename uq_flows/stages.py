@@ -1,0 +1,41 @@
+"""What every stage's jobs share: FireWorks queue categories and stage tags (DESIGN.md).
+
+A job's stage is recorded in its metadata (``uq_flows_stage``), so ``status``, ``results``,
+``report`` and ``resume`` find a loop's documents by what they are, never by job names,
+which users may change. This module imports nothing of the workflow engines or of the stage
+packages, so every stage's ``jobs.py`` can use it without an import cycle.
+"""
+
+from __future__ import annotations
+
+LOOP_KEY = "uq_flows_loop"  # job and workflow metadata: the loop id
+STAGE_KEY = "uq_flows_stage"  # job metadata: what the job's output is
+
+# the stages a loop's documents are looked up by
+SCORE = "score"  # combined ensemble uncertainty (UncertaintyDocument)
+THRESHOLD = "threshold"  # routes (RoutingDocument)
+DFT_LABEL = "dft label"  # one DFT (or stand-in reference) Label per structure
+TEACHER_LABEL = "teacher label"
+ASSEMBLE = "assemble"  # DistilledDataset
+TRAINING_POOL = "training pool"  # TrainingPool after the iteration's labels
+ITERATION = "iteration"  # the job that becomes one iteration's flow
+LOOP_STATE = "loop state"  # IterationSummary
+
+
+def set_category(job, category: str | None):
+    """Run ``job`` on workers of ``category`` (``gpu``, ``cpu``, ...); returns the job.
+
+    Jobs that create jobs at run time (``Response(replace=...)``) must not hand their own
+    category down, so every new job keeps the category its Maker chose: jobflow would by
+    default (``pass_manager_config``, and ``update_config(dynamic=True)``).
+    """
+    if category:
+        job.update_config({"manager_config": {"_category": category}}, dynamic=False)
+    job.config.pass_manager_config = False
+    return job
+
+
+def tag_stage(job, stage: str):
+    """Record ``stage`` in the job's metadata (``uq_flows_stage``); returns the job."""
+    job.metadata[STAGE_KEY] = stage
+    return job
