@@ -17,6 +17,7 @@ from uq_flows.explore.md import MDSettings
 from uq_flows.labeling.alignment import DEFAULT_MAX_RESIDUAL
 from uq_flows.labeling.cp2k import Cp2kSettings
 from uq_flows.labeling.source_screens import SourceScreens
+from uq_flows.loop_state import ConvergenceConfig
 from uq_flows.selection.references import check_reference_elements
 
 
@@ -70,15 +71,6 @@ class SelectConfig(_Strict):
     formation_energy_prefilter: bool = Field(
         True, description="MP-ALOE's pre-filter (formation energy > 0.25 eV/atom) with elemental references "
                           "computed once from the teacher (qbc_config.elemental_references wins if given).")
-
-
-class ConvergenceConfig(_Strict):
-    max_iterations: int = Field(3, ge=1)
-    dft_budget_total: int | None = Field(None, ge=0)
-    dft_budget_per_iteration: int | None = Field(None, ge=0)
-    target_energy_rmse: float | None = Field(None, gt=0, description="eV/atom, test (or train) RMSE of the fit.")
-    target_force_rmse: float | None = Field(None, gt=0, description="eV/Å")
-    max_high_u_fraction: float | None = Field(None, ge=0, le=1, description="Stop once fewer candidates are high-U.")
 
 
 class AuditConfig(_Strict):

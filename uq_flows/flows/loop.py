@@ -17,10 +17,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from ase.data import atomic_numbers
 from jobflow import Flow, Maker, OnMissing, Response, job
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from uq_flows.ace.jobs import AceFitDocument, AceFitMaker
 from uq_flows.cago.jobs import CagoMaker, CalibrationDocument, CalibrationMaker
@@ -46,6 +45,7 @@ from uq_flows.labeling.jobs import (
 )
 from uq_flows.labeling.labels import DFT, Label
 from uq_flows.labeling.pool import TrainingPool, TrainingSplit
+from uq_flows.loop_state import IterationCounts, spread_evenly, unique_by_id
 from uq_flows.records import StructureRecord
 from uq_flows.selection.jobs import (
     DescriptorMaker,
@@ -61,20 +61,11 @@ from uq_flows.uncertainty import ReferenceErrors
 
 
 
-class IterationSummary(BaseModel):
-    """The loop-state document of one iteration (what ``uq-flows status`` shows)."""
+class IterationSummary(IterationCounts):
+    """The loop-state document of one iteration (what ``uq-flows status`` shows): counts, fit, checks, decision."""
 
     loop: str
     iteration: int
-    n_candidates: int
-    n_high_u: int
-    n_dft_ok: int
-    n_dft_failed: int
-    n_rejected: int = Field(description="Screened out: atoms too close, or forces above the maximum.")
-    n_teacher: int
-    n_teacher_failed: int = 0
-    n_deferred: int
-    dft_total: int = Field(description="DFT calculations run by the loop so far (ok or failed).")
     n_training: int
     train_energy_rmse_per_atom: float | None = None
     train_force_rmse: float | None = None
@@ -152,10 +143,7 @@ def iteration_job(config: LoopConfig, iteration: int, candidates: list[Structure
     are used instead of running DFT again (see ``rebuild_loop``).
     """
     pool = pool or new_pool(config)
-    budget = config.convergence.dft_budget_per_iteration
-    if config.convergence.dft_budget_total is not None:
-        left = max(0, config.convergence.dft_budget_total - dft_so_far)
-        budget = left if budget is None else min(budget, left)
+    budget = config.convergence.dft_budget(dft_so_far)
     score = EnsembleScoreMaker(members=config.members, chunk_size=config.chunk_size,
                                min_distance=config.screens.candidates.min_distance,
                                combine_maker=CombineUncertaintyMaker(weights=config.weights)).make(candidates)
@@ -296,15 +284,7 @@ def pool_summary(pool: TrainingPool, split: TrainingSplit) -> dict:
 @job
 def gather_candidates(pools: list[list[StructureRecord]], limit: int) -> list[StructureRecord]:
     """Candidates from every explorer, without duplicate ids, at most ``limit`` (evenly spread)."""
-    seen, out = set(), []
-    for pool in pools:
-        for record in pool or []:
-            if record.id not in seen:
-                seen.add(record.id)
-                out.append(record)
-    if len(out) > limit:
-        out = [out[int(k)] for k in np.linspace(0, len(out) - 1, limit)]
-    return out
+    return spread_evenly(unique_by_id(pools), limit)
 
 
 @job
@@ -337,9 +317,7 @@ def select_job(config: LoopConfig, potentials: list[str], candidates: list[Struc
 def pick_selected(candidates: list[StructureRecord], selection, limit: int) -> list[StructureRecord]:
     """The selected candidates, evenly thinned to ``limit``; none if selection produced nothing."""
     indices = list(selection.selected) if selection is not None else []
-    if len(indices) > limit:
-        indices = [indices[int(k)] for k in np.linspace(0, len(indices) - 1, limit)]
-    return [candidates[i] for i in indices]
+    return [candidates[i] for i in spread_evenly(indices, limit)]
 
 
 @job
@@ -351,10 +329,13 @@ def loop_state_job(config: LoopConfig, iteration: int, uncertainty: UncertaintyD
     """Record the iteration and decide: stop (a criterion is met) or add the next iteration."""
     next_candidates = next_candidates or []
     pool_info = pool_info or {}
-    counts = iteration_counts(uncertainty, routing, dataset, dft_so_far)
+    counts = IterationCounts.of(len(uncertainty.structures), routing.routes, dataset.labels,
+                                dataset.summary.n_deferred, dft_so_far)
     metrics = fit.metrics
-    reason = _stop_reason(config, iteration, counts["dft_total"], counts["n_high_u"] / max(counts["n_candidates"], 1), metrics,
-                          next_candidates)
+    energy = metrics.test_energy_rmse_per_atom if metrics.test_energy_rmse_per_atom is not None \
+        else metrics.train_energy_rmse_per_atom
+    force = metrics.test_force_rmse if metrics.test_force_rmse is not None else metrics.train_force_rmse
+    reason = config.convergence.stop_reason(iteration, counts, energy, force, len(next_candidates))
     audit = force_errors(uncertainty, audit_labels or [], iteration)
     warnings = [w for w in ((pool_info.get("alignment") or {}).get("warning"),) if w]
     if pool_info.get("n_waiting_alignment"):
@@ -366,7 +347,7 @@ def loop_state_job(config: LoopConfig, iteration: int, uncertainty: UncertaintyD
     if pool_info.get("prefilter_note"):
         warnings.append(pool_info["prefilter_note"])
     state = IterationSummary(
-        loop=config.name, iteration=iteration, **counts, n_training=pool_info.get("n_training", len(pool.labels)),
+        loop=config.name, iteration=iteration, **counts.model_dump(), n_training=pool_info.get("n_training", len(pool.labels)),
         train_energy_rmse_per_atom=metrics.train_energy_rmse_per_atom, train_force_rmse=metrics.train_force_rmse,
         test_energy_rmse_per_atom=metrics.test_energy_rmse_per_atom, test_force_rmse=metrics.test_force_rmse,
         spearman_dft=dft_force_errors(uncertainty, dataset, iteration).spearman(),
@@ -378,7 +359,7 @@ def loop_state_job(config: LoopConfig, iteration: int, uncertainty: UncertaintyD
     )
     if reason is not None:
         return Response(output=state)
-    following = new_iteration(config, iteration + 1, next_candidates, pool, counts["dft_total"])
+    following = new_iteration(config, iteration + 1, next_candidates, pool, counts.dft_total)
     return Response(output=state, addition=_tagged(Flow([following], output=following.output), config, iteration + 1))
 
 
@@ -392,39 +373,13 @@ def calibration_summary(document: CalibrationDocument | None) -> dict | None:
             "z_std_uncalibrated": document.uncalibrated_z_std}
 
 
-def _stop_reason(config: LoopConfig, iteration: int, dft_total: int, high_u_fraction: float, metrics,
-                 next_candidates) -> str | None:
-    c = config.convergence
-    energy = metrics.test_energy_rmse_per_atom if metrics.test_energy_rmse_per_atom is not None else metrics.train_energy_rmse_per_atom
-    force = metrics.test_force_rmse if metrics.test_force_rmse is not None else metrics.train_force_rmse
-    if iteration + 1 >= c.max_iterations:
-        return f"reached max_iterations = {c.max_iterations}"
-    if c.dft_budget_total is not None and dft_total >= c.dft_budget_total:
-        return f"DFT budget of {c.dft_budget_total} used ({dft_total})"
-    if c.target_energy_rmse is not None and c.target_force_rmse is not None and energy is not None and force is not None \
-            and energy <= c.target_energy_rmse and force <= c.target_force_rmse:
-        return f"fit RMSEs {energy:.3g} eV/atom and {force:.3g} eV/Å reached the targets"
-    if c.max_high_u_fraction is not None and high_u_fraction <= c.max_high_u_fraction:
-        return f"high-U fraction {high_u_fraction:.2f} ≤ {c.max_high_u_fraction}"
-    if not next_candidates:
-        return "no new candidates were selected"
-    return None
-
-
 def iteration_counts(uncertainty: UncertaintyDocument, routing: RoutingDocument | None,
                      dataset: DistilledDataset | None, dft_so_far: int) -> dict[str, int]:
     """Candidates, high-U, and labels by outcome of one iteration (as far as it got)."""
-    counts = {"n_candidates": len(uncertainty.structures), "dft_total": dft_so_far}
-    if routing is not None:
-        counts["n_high_u"] = routing.counts.get("dft", 0) + routing.counts.get("deferred", 0)
-    if dataset is not None:
-        dft_labels = [x for x in dataset.labels if x.kind == "dft" and x.status != "rejected"]  # DFT that ran
-        summary = dataset.summary
-        counts.update(n_dft_ok=summary.n_dft, n_dft_failed=sum(x.status == "failed" for x in dft_labels),
-                      n_rejected=summary.n_rejected, n_teacher=summary.n_teacher, n_deferred=summary.n_deferred,
-                      n_teacher_failed=sum(x.kind == "teacher" and x.status == "failed" for x in dataset.labels),
-                      dft_total=dft_so_far + len(dft_labels))
-    return counts
+    counts = IterationCounts.of(len(uncertainty.structures), routing.routes if routing else None,
+                                dataset.labels if dataset else None, dataset.summary.n_deferred if dataset else 0,
+                                dft_so_far)
+    return counts.model_dump(exclude_unset=dataset is None)
 
 
 def dft_force_errors(uncertainty: UncertaintyDocument, dataset: DistilledDataset, iteration: int) -> ReferenceErrors:
