@@ -1,11 +1,27 @@
-"""Real CP2K single points on a 2-atom Si cell, and every way they can fail."""
+"""Real CP2K single points on a 2-atom Si cell, every way they can fail, and what must never reach CP2K."""
+
+import math
 
 import numpy as np
 import pytest
+from ase import Atoms
 from ase.build import bulk
+from ase.io import read, write
 
+from tests.cli_helpers import run, run_json
 from tests.labeling.cp2k_support import FAST, ensure_cp2k
-from uq_flows.labeling.cp2k import Cp2kLabeller
+from uq_flows.errors import InputError
+from uq_flows.labeling.cp2k import (
+    Cp2kLabeller,
+    Cp2kSettings,
+    describe_mesh,
+    write_input,
+)
+from uq_flows.labeling.kpoints import (
+    PAPER_KPOINT_SPACING,
+    gamma_centred_points,
+    time_reversal_reduced_points,
+)
 
 
 @pytest.fixture
@@ -15,12 +31,19 @@ def si2():
     return atoms
 
 
+def too_close_pair(gap: float = 0.1) -> Atoms:
+    """Two Si atoms ``gap`` Å apart through the periodic boundary (0.05 Å from each face)."""
+    return Atoms("Si2", positions=[[gap / 2, 1, 1], [6.0 - gap / 2, 1, 1]], cell=[6.0, 6.0, 6.0], pbc=True)
+
+
 @pytest.mark.slow
 def test_cp2k_label_is_physical(si2, tmp_path):
     ensure_cp2k()
-    labeller = Cp2kLabeller(FAST, threads=2)
+    labeller = Cp2kLabeller(FAST)
     label = labeller.label(si2, "uq-si2", tmp_path, U=1.5)
     assert label.status == "ok" and label.kind == "dft" and label.source == "cp2k" and label.U == 1.5
+    # the mesh is recorded: 3×3×3 = 27 points, 14 after merging k with −k (Γ is its own partner)
+    assert label.provenance["kpoints"] == [3, 3, 3] and label.provenance["n_kpoints"] == 14
     forces = np.array(label.forces)
     assert np.abs(forces.sum(axis=0)).max() < 1e-3  # Newton's third law
     assert forces[1] @ np.array([0.06, 0, 0.03]) < 0  # the displaced atom is pulled back
@@ -35,19 +58,34 @@ def test_cp2k_label_is_physical(si2, tmp_path):
 
 
 @pytest.mark.slow
+def test_merging_k_and_minus_k_changes_nothing_cp2k_computes(tmp_path):
+    """Time reversal on a cell without any symmetry: 14 listed points give what all 27 give."""
+    ensure_cp2k()
+    atoms = bulk("Si", "diamond", a=5.43)
+    atoms.positions[1] += [0.06, 0.0, 0.03]
+    atoms.set_cell(atoms.cell.array @ np.array([[1.01, 0.01, 0], [0, 0.99, 0], [0, 0.02, 1.0]]), scale_atoms=True)
+    reduced, full = (Cp2kLabeller(FAST.model_copy(update={"time_reversal": tr})).label(atoms, f"uq-{tr}", tmp_path)
+                     for tr in (True, False))
+    assert (reduced.provenance["n_kpoints"], full.provenance["n_kpoints"]) == (14, 27)
+    assert reduced.status == full.status == "ok" and abs(np.array(reduced.forces)).max() > 0.1
+    assert reduced.energy == pytest.approx(full.energy, abs=1e-7)
+    assert np.allclose(reduced.forces, full.forces, atol=1e-6) and np.allclose(reduced.stress, full.stress, atol=1e-8)
+
+
+@pytest.mark.slow
 def test_a_perfect_crystal_has_no_forces_on_an_even_mesh(tmp_path):
     """Γ-centred meshes keep the crystal's symmetry; a Monkhorst-Pack 2×2×2 mesh (shifted off Γ,
     no k-point symmetry) gave 0.03 eV/Å on perfect Si."""
     ensure_cp2k()
     even = FAST.model_copy(update={"kpoints": (2, 2, 2)})
-    label = Cp2kLabeller(even, threads=2).label(bulk("Si", "diamond", a=5.43), "uq-perfect", tmp_path)
+    label = Cp2kLabeller(even).label(bulk("Si", "diamond", a=5.43), "uq-perfect", tmp_path)
     assert label.status == "ok" and np.abs(np.array(label.forces)).max() < 1e-4
 
 
 @pytest.mark.slow
 def test_unconverged_scf_is_a_failed_label(si2, tmp_path):
     ensure_cp2k()
-    label = Cp2kLabeller(FAST.model_copy(update={"max_scf": 2}), threads=2).label(si2, "uq-x", tmp_path)
+    label = Cp2kLabeller(FAST.model_copy(update={"max_scf": 2})).label(si2, "uq-x", tmp_path)
     assert label.status == "failed" and label.energy is None
     assert label.reason.startswith("SCF not converged within MAX_SCF = 2 steps")
 
@@ -65,3 +103,131 @@ def test_missing_executable_and_timeout_are_failed_labels(si2, tmp_path):
     crashing.chmod(0o755)
     crashed = Cp2kLabeller(FAST, command=str(crashing)).label(si2, "uq-z", tmp_path)
     assert crashed.status == "failed" and "wrote no output (exit code 139): segmentation fault" in crashed.reason
+
+
+def test_time_reversal_keeps_one_of_each_k_minus_k_pair():
+    for mesh, expected in [((3, 3, 3), 14), ((4, 3, 3), 19), ((2, 2, 2), 8), ((5, 1, 1), 3), ((1, 1, 1), 1)]:
+        points, weights = time_reversal_reduced_points(mesh)
+        assert len(points) == expected and weights.sum() == math.prod(mesh)
+        assert np.allclose(points[0], 0) and weights[0] == 1  # Γ first, its own partner
+        # every point of the full mesh is a kept point or the negative of one, counted by the weights
+        full = {tuple(np.round(k % 1.0, 9) % 1.0) for k in gamma_centred_points(mesh)}
+        covered = {}
+        for k, w in zip(points, weights):
+            images = {tuple(np.round(k % 1.0, 9) % 1.0), tuple(np.round(-k % 1.0, 9) % 1.0)}
+            assert len(images) == w
+            covered.update(dict.fromkeys(images))
+        assert set(covered) == full
+
+
+def test_input_lists_the_reduced_points_with_weights():
+    text = write_input(bulk("Si", "diamond", a=5.43), Cp2kSettings(kpoints=(3, 3, 3)))
+    lines = [line.split() for line in text.splitlines() if line.strip().startswith("KPOINT ")]
+    assert len(lines) == 14 and sum(float(line[4]) for line in lines) == 27
+    assert lines[0][1:] == ["0.000000000000"] * 3 + ["1.0"]
+    assert "SCHEME GENERAL" in text and "SYMMETRY OFF" in text
+    assert "&KPOINTS" not in write_input(bulk("Si", "diamond", a=5.43), Cp2kSettings(kpoints=(1, 1, 1)))
+
+
+def test_default_mesh_is_the_papers_with_half_the_points_listed():
+    """2-atom Si: |b| = 2π·√3/5.43 Å⁻¹ = 2π × 0.319 Å⁻¹, so 2π × 0.03 Å⁻¹ gives 11×11×11 = 1331
+    points; merging k with −k leaves (1331 + 1)/2 = 666, and provenance says so."""
+    provenance = Cp2kLabeller().provenance(bulk("Si", "diamond", a=5.43))
+    assert provenance["kpoints"] == [11, 11, 11] and provenance["n_kpoints"] == 666
+    assert describe_mesh(provenance) == "11×11×11 (666 pts)"  # the k-mesh column of uq-flows label
+    assert Cp2kSettings().kpoint_spacing == PAPER_KPOINT_SPACING
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"kpoints": (0, 0, 0)}, "kpoints: k-points must be at least 1 in each direction, got 0 0 0 (give e.g. 3 3 3"),
+        ({"kpoints": (3, -1, 3)}, "got 3 -1 3"),
+        ({"cutoff": 0}, "cutoff: Input should be greater than 0"),
+        ({"cutoff": float("inf")}, "cutoff: Input should be a finite number"),
+        ({"kpoint_spacing": -0.2}, "kpoint_spacing: Input should be greater than 0"),
+        ({"max_scf": 0}, "max_scf: Input should be greater than or equal to 1"),
+        ({"mixing_alpha": 1.5}, "mixing_alpha: Input should be less than or equal to 1"),
+        ({"smearing_kelvin": -300}, "smearing_kelvin: Input should be greater than 0"),
+        ({"kpiont": (2, 2, 2)}, "kpiont: Extra inputs are not permitted"),
+    ],
+)
+def test_bad_settings_are_input_errors(values, message):
+    with pytest.raises(InputError, match="invalid CP2K settings") as error:
+        Cp2kSettings.checked(values)
+    assert message in str(error.value)
+
+
+def test_the_labeller_checks_settings_that_skipped_validation(tmp_path):
+    unchecked = FAST.model_copy(update={"kpoints": (2, 0, 2)})  # model_copy does not validate
+    with pytest.raises(InputError, match="at least 1 in each direction"):
+        Cp2kLabeller(unchecked)
+    with pytest.raises(InputError, match="threads must be at least 1"):
+        Cp2kLabeller(FAST, threads=0)
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.fixture
+def recording_cp2k(tmp_path):
+    """A stand-in executable that leaves a file behind whenever it is run."""
+    marker = tmp_path / "cp2k-was-run"
+    script = tmp_path / "recording-cp2k"
+    script.write_text(f"#!/bin/sh\ntouch {marker}\nexit 1\n")
+    script.chmod(0o755)
+    return str(script), marker
+
+
+@pytest.mark.parametrize(
+    "atoms, reason",
+    [
+        (too_close_pair(0.1), "atoms 0.100 Å apart (periodic images included), below the hard minimum 0.5 Å: CP2K not run"),
+        (Atoms("Si", cell=[0.4, 6, 6], pbc=True), "atoms 0.400 Å apart"),  # the atom and its own image
+        (Atoms("Si2", positions=[[0, 0, 0], [np.nan, 1, 1]], cell=[6, 6, 6], pbc=True), "non-finite positions on atoms [1]: CP2K not run"),
+        (Atoms("Si2", positions=[[0, 0, 0], [2, 2, 2]], cell=[6, np.inf, 6], pbc=True), "a non-finite cell: CP2K not run"),
+        (Atoms("Si2", positions=[[0, 0, 0], [2, 2, 2]], cell=[[6, 0, 0], [6, 0, 0], [0, 0, 6]], pbc=True), "zero volume"),
+    ],
+)
+def test_unphysical_structures_are_rejected_without_running_cp2k(atoms, reason, recording_cp2k, tmp_path):
+    command, marker = recording_cp2k
+    label = Cp2kLabeller(FAST, command=command).label(atoms, "uq-bad", tmp_path / "runs", U=2.0)
+    assert label.status == "rejected" and label.kind == "dft" and label.source == "cp2k" and label.U == 2.0
+    assert reason in label.reason and label.energy is None and label.forces is None
+    assert not marker.exists() and not (tmp_path / "runs").exists()  # CP2K not started, no folder
+    # the same labeller does start its executable for a sound structure (0.6 Å is above the minimum)
+    ran = Cp2kLabeller(FAST, command=command).label(too_close_pair(0.6), "uq-ok", tmp_path / "runs")
+    assert ran.status == "failed" and marker.exists()
+
+
+def test_cli_rejects_bad_kpoints_before_any_work(tmp_path):
+    write(tmp_path / "in.extxyz", bulk("Si", "diamond", a=5.43))
+    out, runs = tmp_path / "out.extxyz", tmp_path / "runs"
+    result = run("label", tmp_path / "in.extxyz", "--labeller", "cp2k", "--kpoints", "0", "0", "0",
+                 "--out", out, "--workdir", runs, expect=2)
+    assert "--kpoints must be at least 1 in each direction, got 0 0 0: give e.g. --kpoints 3 3 3" in result.stderr
+    assert not out.exists() and not runs.exists()
+
+
+def test_cli_shows_the_mesh_column_and_rejects_close_atoms(tmp_path, recording_cp2k, monkeypatch):
+    command, marker = recording_cp2k
+    monkeypatch.setenv("UQ_FLOWS_CP2K_COMMAND", command)
+    write(tmp_path / "close.extxyz", too_close_pair(0.1))
+    result = run("label", tmp_path / "close.extxyz", "--labeller", "cp2k", "--workdir", tmp_path / "runs", expect=1)
+    assert "k-mesh" in result.stderr and "rejected" in result.stderr and "0.100 Å apart" in result.stderr
+    assert "1 of 1 structures could not be labelled" in result.stderr
+    assert not marker.exists() and not any((tmp_path / "runs").iterdir())
+
+
+@pytest.mark.slow
+def test_cli_labels_with_the_mesh_it_reports(tmp_path, monkeypatch):
+    ensure_cp2k()
+    monkeypatch.setenv("UQ_FLOWS_CP2K_THREADS", "1")  # more threads beside other work slow CP2K down
+    atoms = bulk("Si", "diamond", a=5.43)
+    atoms.rattle(0.03, seed=2)
+    write(tmp_path / "in.extxyz", [atoms, too_close_pair(0.1)])
+    result = run_json("label", tmp_path / "in.extxyz", "--labeller", "cp2k", "--kpoints", "2", "2", "2",
+                      "--workdir", tmp_path / "runs", "--out", tmp_path / "out.extxyz", "--allow-failed")
+    ok, rejected = result["labels"]
+    assert ok["status"] == "ok" and ok["kpoints"] == [2, 2, 2] and ok["n_kpoints"] == 8
+    assert rejected["status"] == "rejected" and "0.100 Å apart" in rejected["reason"] and rejected["energy"] is None
+    assert result["n_failed"] == 1 and len(read(tmp_path / "out.extxyz", ":")) == 1
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == [f"cp2k-{ok['id']}"]  # only the sound one ran

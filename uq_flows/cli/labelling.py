@@ -28,7 +28,7 @@ def label(
     files: Annotated[list[Path], typer.Argument(help="Structure files or folders to label.")],
     labeller: Annotated[str, typer.Option("--labeller", help="cp2k, vasp, or a member / ASE calculator (as for --member).")],
     forces_from: Annotated[str | None, typer.Option("--forces-from", help="Teacher labels: take forces from this member instead.")] = None,
-    kpoints: Annotated[tuple[int, int, int] | None, typer.Option("--kpoints", help="DFT k-point mesh (default: 2π × 0.03 Å⁻¹ spacing).")] = None,
+    kpoints: Annotated[tuple[int, int, int] | None, typer.Option("--kpoints", help="DFT k-point mesh N1 N2 N3, each ≥ 1 (default: Γ-centred, spacing 2π × 0.03 Å⁻¹).")] = None,
     workdir: Annotated[Path | None, typer.Option("--workdir", help="Keep DFT run folders here (default: a temporary folder).")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Labelled structures: extxyz or pacemaker pickle.")] = None,
     allow_failed: Annotated[bool, typer.Option("--allow-failed", help="Exit 0 and write --out even if some labels failed.")] = False,
@@ -51,16 +51,21 @@ def label(
         fail("--kpoints applies to the DFT labellers cp2k and vasp")
     if forces_from is not None and labeller in ("cp2k", "vasp"):
         fail("--forces-from applies to teacher labellers")
+    if kpoints is not None and min(kpoints) < 1:
+        fail(f"--kpoints must be at least 1 in each direction, got {' '.join(map(str, kpoints))}: give e.g. "
+             "--kpoints 3 3 3 (1 1 1 is Γ only), or leave it out for the default spacing")
+    cp2k = _cp2k_labeller(kpoints) if labeller == "cp2k" else None  # settings and executable checked before any work
     structures = read_many(files)
     decimals = get_settings().structure_id_decimals
     ids = [structure_id(atoms, decimals) for atoms in structures]
     with tempfile.TemporaryDirectory(prefix="uq-label-") as scratch:
         folder = workdir or Path(scratch)
         folder.mkdir(parents=True, exist_ok=True)
-        labels = _run_labeller(labeller, forces_from, kpoints, structures, ids, folder)
+        labels = _run_labeller(labeller, forces_from, kpoints, cp2k, structures, ids, folder)
     rows = [
         {"id": x.id, "status": x.status, "kind": x.kind, "source": x.source, "energy": x.energy,
          "forces": x.forces, "stress": x.stress, "reason": x.reason}
+        | ({"kpoints": x.provenance.get("kpoints"), "n_kpoints": x.provenance.get("n_kpoints")} if labeller == "cp2k" else {})
         for x in labels
     ]
     failed = [row for row in rows if row["status"] != "ok"]
@@ -75,28 +80,37 @@ def label(
     if as_json:
         emit(payload)
     else:
+        from uq_flows.labeling.cp2k import describe_mesh
+
         table = Table(title=f"labels from {labeller}")
-        for column in ("#", "id", "status", "energy (eV)", "max |F| (eV/Å)", "reason"):
+        mesh_column = ("k-mesh",) if labeller == "cp2k" else ()
+        for column in ("#", "id", "status", *mesh_column, "energy (eV)", "max |F| (eV/Å)", "reason"):
             table.add_column(column)
         for index, (row, x) in enumerate(zip(rows, labels)):
             largest = max(sum(c * c for c in f) ** 0.5 for f in x.forces) if x.forces else None
-            table.add_row(str(index), row["id"], row["status"], fmt(row["energy"], 10), fmt(largest), row["reason"] or "")
+            mesh = (describe_mesh(x.provenance),) if labeller == "cp2k" else ()
+            table.add_row(str(index), row["id"], row["status"], *mesh, fmt(row["energy"], 10), fmt(largest), row["reason"] or "")
         err.print(table)
     if "error" in payload:
         fail(payload["error"] + " (use --allow-failed to keep the others)", EXIT_PARTIAL)
 
 
-def _run_labeller(labeller, forces_from, kpoints, structures, ids, folder):
-    if labeller == "cp2k":
-        from uq_flows.labeling.cp2k import Cp2kLabeller, Cp2kSettings, check_executable
+def _cp2k_labeller(kpoints):
+    """The CP2K labeller of the command line; an InputError (exit 2) for bad settings or no CP2K."""
+    from uq_flows.labeling.cp2k import Cp2kLabeller, Cp2kSettings, check_executable
 
-        runner = Cp2kLabeller.from_settings(Cp2kSettings(kpoints=kpoints))
-        check_executable(runner.command)
+    runner = Cp2kLabeller.from_settings(Cp2kSettings.checked({"kpoints": kpoints}))
+    check_executable(runner.command)
+    return runner
+
+
+def _run_labeller(labeller, forces_from, kpoints, cp2k, structures, ids, folder):
+    if labeller == "cp2k":
         labels = []
         with progress_bar() as progress:
             task = progress.add_task("cp2k", total=len(structures))
             for atoms, structure_id in zip(structures, ids):
-                labels.append(runner.label(atoms, structure_id, folder))
+                labels.append(cp2k.label(atoms, structure_id, folder))
                 progress.advance(task)
         return labels
     if labeller == "vasp":
