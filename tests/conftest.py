@@ -17,6 +17,7 @@ from uq_flows.settings import get_settings
 def _isolated_settings(tmp_path, monkeypatch):
     """Each test gets its own UQ_FLOWS_HOME, so no user config leaks in."""
     monkeypatch.setenv("UQ_FLOWS_HOME", str(tmp_path / "uq-home"))
+    monkeypatch.setenv("UQ_FLOWS_CP2K_THREADS", "1")  # OpenMP CP2K beside other work on 2 cores: ~30x slower
     get_settings.cache_clear()
     yield
     get_settings.cache_clear()

@@ -46,7 +46,10 @@ def test_distillation_flow_with_real_cp2k_and_a_failed_dft_job(job_store, tmp_pa
         label_maker=LabelStageMaker(
             dft_maker=Cp2kLabelMaker(settings=FAST),
             teacher_maker=TeacherLabelMaker(energy_from="chgnet-0.3.0", forces_from="chgnet-0.2.0"),
-            assemble_maker=AssembleMaker(min_success_fraction=0.6, iteration=0, loop="test"),
+            # no audit here: the shift is fitted on the two high-U DFT cells, whose CP2K (3×3×3 mesh) and
+            # teacher errors differ by ~0.2 eV/atom beyond a shift (measured); the default 20 meV/atom limit
+            # would refuse it, which is not what this test is about
+            assemble_maker=AssembleMaker(min_success_fraction=0.6, iteration=0, loop="test", max_residual=0.5),
         ),
     ).make(records)
     run_locally(flow, store=job_store, ensure_success=True)
@@ -70,6 +73,7 @@ def test_distillation_flow_with_real_cp2k_and_a_failed_dft_job(job_store, tmp_pa
     reference = Cp2kLabeller.from_settings(FAST).label(structures[0], "check", tmp_path)
     alignment = summary.alignment
     assert set(alignment.shifts) == {"Si"} and alignment.n_structures == 2
+    assert alignment.sample == "high_u" and "not a random audit sample" in alignment.warning  # the biased fallback
     teacher = by_id[ids[0]]
     assert teacher.provenance["energy_shift"] == pytest.approx(2 * alignment.shifts["Si"])
     assert abs(teacher.energy - reference.energy) / 2 < abs(teacher.provenance["unaligned_energy"] - reference.energy) / 2
@@ -106,7 +110,9 @@ def test_audit_threshold_labels_the_sample_once(job_store, tmp_path, monkeypatch
         score_maker=EnsembleScoreMaker(members=MEMBERS),
         threshold_maker=ThresholdMaker(target_force_rmse=0.3, audit_size=2, seed=1,
                                        audit_dft_maker=Cp2kLabelMaker(settings=FAST), audit_teacher_maker=teacher),
-        label_maker=LabelStageMaker(dft_maker=Cp2kLabelMaker(settings=FAST), teacher_maker=teacher),
+        # the fast 3×3×3 mesh's error varies between cells by tens of meV/atom: a looser alignment limit
+        label_maker=LabelStageMaker(dft_maker=Cp2kLabelMaker(settings=FAST), teacher_maker=teacher,
+                                    assemble_maker=AssembleMaker(max_residual=0.1)),
     ).make(records)
     run_locally(flow, store=job_store, ensure_success=True)
     dataset = flow_output(job_store, flow)

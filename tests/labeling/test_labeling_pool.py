@@ -10,7 +10,7 @@ from uq_flows.labeling.alignment import AUDIT, HIGH_U, AlignmentPair
 from uq_flows.labeling.assembly import assemble_dataset
 from uq_flows.labeling.labels import DFT, TEACHER, Label
 from uq_flows.labeling.pool import AUDIT_KEY, TrainingPool
-from uq_flows.labeling.routing import route_by_uncertainty
+from uq_flows.labeling.routing import audit_sample, chemical_system, route_by_uncertainty
 from uq_flows.labeling.source_screens import SourceScreens
 from uq_flows.records import StructureRecord
 
@@ -142,3 +142,16 @@ def test_audit_and_alignment_defaults_follow_the_labellers():
     with pytest.raises(ValueError, match="needs audit"):
         LoopConfig(**base, target_force_rmse=0.1, audit={"enabled": "off"})
     assert atomic_numbers["Mo"] == 42  # the MoW fixtures above are real elements
+
+
+def test_the_audit_covers_every_chemical_system_before_repeating_one():
+    """An alignment fitted on Ge and SiGe only would extrapolate pure Si through the mixing energy."""
+    ids = [f"s{k}" for k in range(12)]
+    groups = ["Ge"] * 8 + ["Ge-Si"] * 3 + ["Si"]
+    for seed in range(20):
+        sample = audit_sample(ids, 3, seed, groups)
+        assert {groups[ids.index(i)] for i in sample} == {"Ge", "Ge-Si", "Si"}
+        assert sample == sorted(sample, key=ids.index) and sample == audit_sample(ids, 3, seed, groups)
+    assert len(audit_sample(ids, 5, 0, groups)) == 5 and len(set(audit_sample(ids, 12, 0, groups))) == 12
+    assert audit_sample(ids, 3, 4, ["Cu"] * 12) == audit_sample(ids, 3, 4)  # one system: a plain random sample
+    assert chemical_system([32, 14, 14]) == "Ge-Si"

@@ -26,7 +26,7 @@ from uq_flows.labeling.routing import (
     route_by_uncertainty,
     uc_for_target_rmse,
 )
-from uq_flows.labeling.screening import (
+from uq_flows.screening import (
     force_problem,
     min_interatomic_distance,
     structure_problem,
@@ -42,10 +42,10 @@ def test_routes_threshold_unknown_u_and_reasons():
 
 def test_budget_keeps_forced_then_unknown_then_highest_u():
     ids, u = ["a", "b", "c", "d", "e"], [5.0, 2.0, float("nan"), 9.0, 0.1]
-    routes = route_by_uncertainty(ids, u, uc=1.0, dft_budget=2, forced_dft=["b"])
+    routes = route_by_uncertainty(ids, u, uc=1.0, dft_budget=2, audit=["b"])
     assert [r.route for r in routes] == ["deferred", "dft", "dft", "deferred", "teacher"]
     assert "rank 4 by U exceeds the DFT budget of 2" in routes[0].reason
-    assert count_routes(routes) == {"dft": 2, "teacher": 1, "deferred": 2}
+    assert count_routes(routes) == {"dft": 2, "teacher": 1, "deferred": 2, "rejected": 0}
     assert [r.route for r in route_by_uncertainty(ids, u, dft_budget=0)].count("dft") == 0
 
 
@@ -177,7 +177,7 @@ def test_gamma_centred_points_include_gamma_for_even_and_odd_meshes():
 def test_cp2k_input_has_the_settings():
     text = write_input(bulk("Si", "diamond", a=5.43), Cp2kSettings(kpoints=(2, 3, 3), max_scf=7))
     assert "SCHEME GENERAL" in text and "MAX_SCF 7" in text and "&XC_FUNCTIONAL PBE" in text
-    assert text.count("      KPOINT ") == 18 and "KPOINT 0.000000000000 0.000000000000 0.000000000000 1.0" in text
+    assert text.count("      KPOINT ") == 10 and "KPOINT 0.000000000000 0.000000000000 0.000000000000 1.0" in text
     assert "STRESS_TENSOR ANALYTICAL" in text and "&KIND Si" in text
     with pytest.raises(Exception, match="3D-periodic"):
         write_input(Atoms("H2", positions=[[0, 0, 0], [0, 0, 0.74]]), Cp2kSettings())

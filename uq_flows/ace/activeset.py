@@ -101,8 +101,15 @@ def maxvol_inverse(matrix: np.ndarray, element: str, tolerance: float = 1.01, ma
             f"{where}{n_rows} atomic environments of {element} for {n_functions} basis functions: "
             "an active set needs at least as many environments as functions; add data or use fewer functions"
         )
-    active = compute_active_set({0: np.array(matrix, copy=True)}, tol=tolerance, max_iters=max_iters)
-    return compute_A_active_inverse(active)[0]
+    try:
+        active = compute_active_set({0: np.array(matrix, copy=True)}, tol=tolerance, max_iters=max_iters)
+        return compute_A_active_inverse(active)[0]
+    except (ValueError, np.linalg.LinAlgError) as error:  # pyace: "Input matrix must not be singular"
+        raise InputError(
+            f"{where}no active set for {element}: its {n_rows} atomic environments span fewer than {n_functions} "
+            f"independent directions ({error}); symmetric cells repeat environments: add distorted structures, "
+            "use fewer functions, or fit without an active set"
+        ) from error
 
 
 def grades(matrix: np.ndarray, inverse: np.ndarray) -> np.ndarray:

@@ -130,6 +130,8 @@ class LoopConfig(_Strict):
                 check_reference_elements(self.elements)
             except InputError as error:
                 raise ValueError(f"select.formation_energy_prefilter: {error}") from error
+        if "active_set" not in self.fit.model_fields_set:  # the loop selects by QBC: γ only when asked for
+            self.fit = self.fit.model_copy(update={"active_set": False})
         if self.explore.n_cago_members > self.fit.ensemble_size and self.explore.cago is not None:
             raise ValueError(f"explore.n_cago_members ({self.explore.n_cago_members}) exceeds the ACE committee "
                              f"(fit.ensemble_size = {self.fit.ensemble_size})")

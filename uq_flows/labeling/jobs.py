@@ -35,6 +35,7 @@ from uq_flows.labeling.routing import (
     DEFAULT_UC,
     Route,
     audit_sample,
+    chemical_system,
     count_routes,
     route_by_uncertainty,
     uc_for_target_rmse,
@@ -296,11 +297,14 @@ SCREENED_STATUSES = ("invalid", "rejected")  # scoring found the structure unphy
 def route_job(uncertainty: UncertaintyDocument, uc: float, dft_budget: int | None, uc_source: str = "given",
               audit: list[str] | None = None, audit_labels: list[Label] | None = None,
               audit_teacher_labels: list[Label] | None = None, audit_size: int = 0,
-              audit_seed: int = 0) -> RoutingDocument:
-    """Routes by U; ``audit`` ids (or a random sample of ``audit_size`` scorable ones) go to DFT whatever U."""
+              audit_seed: int = 0, audit_groups: dict[str, str] | None = None) -> RoutingDocument:
+    """Routes by U; ``audit`` ids (or a random sample of ``audit_size`` scorable ones, stratified
+    by ``audit_groups`` when given) go to DFT whatever U."""
     rejected = {s.id: s.reason or s.status for s in uncertainty.structures if s.status in SCREENED_STATUSES}
     if audit is None and audit_size > 0:
-        audit = audit_sample([s.id for s in uncertainty.structures if s.id not in rejected], audit_size, audit_seed)
+        scorable = [s.id for s in uncertainty.structures if s.id not in rejected]
+        groups = [audit_groups[i] for i in scorable] if audit_groups else None
+        audit = audit_sample(scorable, audit_size, audit_seed, groups)
     routes = route_by_uncertainty(
         [s.id for s in uncertainty.structures], [s.U for s in uncertainty.structures], uc, dft_budget, audit or (),
         rejected,
@@ -341,7 +345,9 @@ class ThresholdMaker(Maker):
     """Route structures by U_c, or by the U_c that reaches a target RMSE on a DFT audit sample.
 
     With a fixed U_c, ``audit_size`` > 0 still sends a random sample to DFT whatever its U
-    (and to the teacher): the unbiased pairs for the energy alignment and ρ (METHODS §2).
+    (and to the teacher): the unbiased pairs for the energy alignment and ρ (METHODS §2). The
+    sample is stratified by chemical system, so every element combination present is audited
+    when the size allows.
     """
 
     name: str = "threshold"
@@ -358,10 +364,13 @@ class ThresholdMaker(Maker):
     def make(self, structures: list[StructureRecord], uncertainty) -> Job | Flow:
         if self.target_force_rmse is None:
             audit_size = self.audit_size if self.audit_with_fixed_uc else 0
-            new_job = route_job(uncertainty, self.uc, self.dft_budget, audit_size=audit_size, audit_seed=self.seed)
+            groups = {s.id: chemical_system(s.numbers) for s in structures} if audit_size else None
+            new_job = route_job(uncertainty, self.uc, self.dft_budget, audit_size=audit_size, audit_seed=self.seed,
+                                audit_groups=groups)
             new_job.name = self.name
             return set_category(tag_stage(new_job, THRESHOLD), self.category)
-        sample = set(audit_sample([s.id for s in structures], self.audit_size, self.seed))
+        sample = set(audit_sample([s.id for s in structures], self.audit_size, self.seed,
+                                  [chemical_system(s.numbers) for s in structures]))
         audited = [s for s in structures if s.id in sample]
         dft_jobs = [self.audit_dft_maker.make(s) for s in audited]
         teacher = self.audit_teacher_maker.make(audited)

@@ -88,15 +88,40 @@ def route_by_uncertainty(
     return routes
 
 
-def audit_sample(ids: Sequence[str], size: int, seed: int = 0) -> list[str]:
-    """A reproducible random sample of ids for the DFT audit (input order kept)."""
+def audit_sample(ids: Sequence[str], size: int, seed: int = 0, groups: Sequence[str] | None = None) -> list[str]:
+    """A reproducible random sample of ids for the DFT audit (input order kept).
+
+    With ``groups`` (e.g. each structure's chemical system), the sample is stratified: one
+    random member of every group first (as far as ``size`` allows, groups in random order),
+    the rest at random. A per-element energy alignment fitted only on SiGe and Ge cannot
+    place pure Si (it absorbs the mixing-energy difference of the two sources), and a
+    residual on those pairs would not show it.
+    """
     if size < 1:
         raise InputError(f"the audit sample needs at least one structure, got {size}")
     if not ids:
         return []
+    if groups is not None and len(groups) != len(ids):
+        raise InputError(f"{len(groups)} audit groups for {len(ids)} structures")
     size = min(size, len(ids))
-    chosen = np.sort(np.random.default_rng(seed).choice(len(ids), size=size, replace=False))
-    return [ids[k] for k in chosen]
+    rng = np.random.default_rng(seed)
+    if groups is None or len(set(groups)) < 2:
+        return [ids[k] for k in np.sort(rng.choice(len(ids), size=size, replace=False))]
+    order = rng.permutation(len(ids))
+    firsts: dict[str, int] = {}
+    for k in order:
+        firsts.setdefault(groups[k], int(k))
+    chosen = list(firsts.values())[:size]
+    taken = set(chosen)
+    chosen += [int(k) for k in order if int(k) not in taken][: size - len(chosen)]
+    return [ids[k] for k in sorted(chosen)]
+
+
+def chemical_system(numbers: Sequence[int]) -> str:
+    """The elements of a structure, sorted and joined (``Ge-Si``): the audit's strata."""
+    from ase.data import chemical_symbols
+
+    return "-".join(sorted({chemical_symbols[int(z)] for z in numbers}))
 
 
 def uc_for_target_rmse(
