@@ -6,7 +6,6 @@ import math
 import numpy as np
 import pytest
 from ase import Atoms
-from ase.build import bulk
 from ase.calculators.emt import EMT
 from jobflow import run_locally
 
@@ -35,10 +34,8 @@ class RecordingEMT(EMT):
 
 
 @pytest.fixture
-def good():
-    atoms = bulk("Cu", "fcc", a=3.61, cubic=True)
-    atoms.rattle(0.05, seed=3)
-    return atoms
+def good(cu_rattled):
+    return cu_rattled
 
 
 @pytest.fixture
