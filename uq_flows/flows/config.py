@@ -57,7 +57,7 @@ class ExploreConfig(_Strict):
     n_cago_members: int = Field(3, ge=2, description="Committee members CAGO uses (paper 004: 3-4).")
     max_cago_seeds: int = Field(8, ge=1)
     calibrate: bool = Field(True, description="Calibrate σ = a·σ̂^b every iteration on the held-out audit labels "
-                                              "(paper 004, eq. 5); false runs CAGO uncalibrated, with a warning.")
+                                              "(paper 004, eqs. 4-5); false runs CAGO uncalibrated, with a warning.")
     min_calibration_atoms: int = Field(8, ge=2, description="Held-out atoms needed to calibrate; fewer: CAGO waits.")
 
 

@@ -198,8 +198,9 @@ def after_fit_job(config: LoopConfig, iteration: int, candidates, uncertainty: U
                   fit: AceFitDocument, dft_so_far: int) -> Response:
     """Write the potentials where workers find them, then MD → calibrate → CAGO → QBC + DIRECT → loop state.
 
-    CAGO runs with a calibration σ_cal = a·σ̂^b fitted on the held-out audit labels with the
-    whole ACE committee (paper 004, eq. 5: calibrate with many members, run with 3–4); without
+    CAGO runs with a calibration σ_cal = a·σ̂^b (paper 004, eq. 4; a and b by the NLL of eq. 5)
+    fitted on the held-out audit labels with the whole ACE committee (calibrate with many
+    members, run with 3–4, as the paper does); without
     enough held-out atoms it waits for a later iteration, and runs uncalibrated only when the
     config says so.
     """
