@@ -93,6 +93,21 @@ def test_a_permanently_failing_reference_does_not_stop_the_loop(tmp_path):
     assert first["n_dft_failed"] >= 1 and first["n_dft_ok"] >= 1  # the vacancy cells failed, the rest went on
 
 
+@pytest.mark.slow
+def test_target_force_rmse_chooses_uc_on_the_audit_each_iteration(tmp_path):
+    """U_c from the audit sample (paper 001's rule of thumb made measurable): the largest threshold whose
+    teacher forces reach the target RMSE on the random audit, which is labelled once and kept."""
+    config = write_config(tmp_path, target_force_rmse=0.05, audit={"size": 4}, convergence={"max_iterations": 1},
+                          explore={"n_seeds": 1, "md": {"steps": 20, "snapshot_every": 10}, "cago": None})
+    (loop,) = run_json("run", config)["loops"]
+    (it,) = loop["iterations"]
+    assert loop["state"] == "completed" and it["uc_source"].startswith("audit: 4 structures, target force RMSE 0.05")
+    assert it["uc"] >= 0 and it["n_audit"] == 4 and it["n_dft_ok"] >= 4
+    outcomes = ("n_dft_ok", "n_dft_failed", "n_teacher", "n_teacher_failed", "n_deferred", "n_rejected")
+    assert sum(it[k] for k in outcomes) == it["n_candidates"]
+    assert it["dft_total"] == it["n_dft_ok"] + it["n_dft_failed"]  # the audit's DFT is not run twice
+
+
 def test_bad_config_missing_executable_and_unreachable_database_submit_nothing(tmp_path, monkeypatch):
     broken = tmp_path / "broken.yaml"
     broken.write_text("name: [unclosed")
