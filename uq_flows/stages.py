@@ -17,7 +17,7 @@ THRESHOLD = "threshold"  # routes (RoutingDocument)
 DFT_LABEL = "dft label"  # one DFT (or stand-in reference) Label per structure
 TEACHER_LABEL = "teacher label"
 ASSEMBLE = "assemble"  # DistilledDataset
-TRAINING_POOL = "training pool"  # TrainingPool after the iteration's labels
+RECORD = "record iteration"  # IterationRecord: the iteration written into the campaign database
 ITERATION = "iteration"  # the job that becomes one iteration's flow
 LOOP_STATE = "loop state"  # IterationSummary
 

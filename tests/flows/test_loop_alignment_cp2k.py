@@ -14,15 +14,15 @@ import pytest
 import yaml
 from ase.build import bulk
 from ase.io import write
-from monty.json import MontyDecoder
 
 from tests.cli_helpers import run_json
 from tests.labeling.cp2k_support import FAST, ensure_cp2k
+from uq_flows.campaign import Campaign
+from uq_flows.flows.campaign_pool import load_pool
 from uq_flows.labeling.cp2k import Cp2kLabeller
 from uq_flows.labeling.labels import DFT, TEACHER
 from uq_flows.labeling.pool import AUDIT_KEY
 from uq_flows.settings import get_settings
-from uq_flows.stages import LOOP_KEY, STAGE_KEY, TRAINING_POOL
 
 # CHGNet vs CP2K (PBE, DZVP-MOLOPT-SR-GTH, FAST's 3×3×3 mesh and 300 Ry) on these 12 cells
 # (equilibrium, ±1 % strain, 0.03 Å rattle per composition), measured: the best per-element shifts
@@ -67,14 +67,10 @@ def loop_config() -> dict:
     }
 
 
-def training_pools(loop: str) -> dict:
-    """The loop's training pool after each iteration, from the JobStore (documents tagged by stage)."""
-    from uq_flows.manager.results import connect
-
-    with connect() as (_, store):
-        docs = store.query({f"metadata.{STAGE_KEY}": TRAINING_POOL, f"metadata.{LOOP_KEY}": loop},
-                           properties=["output", "metadata"], load=True)
-        return {d["metadata"]["iteration"]: MontyDecoder().process_decoded(d["output"]) for d in docs}
+def training_pools(loop: str, iterations=(0, 1)) -> dict:
+    """The loop's training pool after each iteration, from the campaign database."""
+    with Campaign.open() as campaign:
+        return {k: load_pool(campaign, loop, k) for k in iterations}
 
 
 def per_atom_fit(pairs):

@@ -34,7 +34,7 @@ from tests.manager.conftest import (  # noqa: F401  (wire_server is a fixture)
     worker_env,
 )
 from uq_flows.settings import get_settings
-from uq_flows.stages import DFT_LABEL, THRESHOLD, TRAINING_POOL
+from uq_flows.stages import DFT_LABEL, THRESHOLD, RECORD
 
 RLAUNCH = REPO / ".venv" / "bin" / "rlaunch"
 FWORKERS = REPO / "workflows" / "fireworks"
@@ -172,7 +172,7 @@ def test_loop_with_a_gpu_and_a_cpu_rlaunch_worker(wire_files, tmp_path):
     assert launches == Counter({d["fw_id"]: 1 for d in docs})
     assert set(_category_of_launches(lp, docs).values()) == {"uq-flows-gpu", "uq-flows-cpu"}
     # one output document per job that ran
-    per_iteration = Counter(d["metadata"]["iteration"] for d in _docs(loop, TRAINING_POOL))
+    per_iteration = Counter(d["metadata"]["iteration"] for d in _docs(loop, RECORD))
     assert per_iteration == Counter({0: 1, 1: 1})
 
 

@@ -26,10 +26,9 @@ ConfigArgument = Annotated[Path, typer.Argument(help="Loop configuration (YAML),
 
 
 def _prepare(config_path: Path):
-    """Config, loop id, initial candidates and the flow; executables checked; nothing submitted."""
+    """Config with the loop id and the initial candidates; executables checked; nothing stored or submitted."""
     from uq_flows.explore.generators import starting_set
     from uq_flows.flows.config import load_config
-    from uq_flows.flows.loop import LoopMaker
     from uq_flows.io import read_many
     from uq_flows.manager.doctor import (
         executable_command,
@@ -52,8 +51,21 @@ def _prepare(config_path: Path):
         structures += starting_set(config.elements, g.n, g.max_atoms, g.seed, g.kinds)
     loop = f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     config = config.model_copy(update={"name": loop})
-    candidates = records_from_atoms(structures)
-    return config, LoopMaker().make(config, candidates), len(candidates)
+    return config, records_from_atoms(structures)
+
+
+def _submit(loop_config, candidates, lp):
+    """Store the candidates, build the loop's flow and submit it; on failure nothing of the loop stays stored."""
+    from uq_flows.campaign import Campaign
+    from uq_flows.flows.loop import LoopMaker
+    from uq_flows.manager.submit import submit_flow
+
+    try:
+        return submit_flow(LoopMaker().make(loop_config, candidates), lp, loop=loop_config.name)
+    except BaseException:
+        with Campaign.open() as campaign:
+            campaign.remove_loop(loop_config.name)
+        raise
 
 
 def _launch_folder(config) -> Path:
@@ -72,13 +84,12 @@ def run(config: ConfigArgument, as_json: JsonOption = False) -> None:
     from uq_flows.manager.launchpad import close_launchpad
     from uq_flows.manager.results import loop_overview
     from uq_flows.manager.rocket import run_worker
-    from uq_flows.manager.submit import submit_flow
 
-    loop_config, flow, n_candidates = _prepare(config)
+    loop_config, candidates = _prepare(config)
     with quiet_stdout():
         _, lp, store = preflight(executables=loop_config.required_executables())
-        submission = submit_flow(flow, lp, loop=loop_config.name)
-        err.print(f"loop {loop_config.name}: {n_candidates} candidates, running on this machine ...")
+        submission = _submit(loop_config, candidates, lp)
+        err.print(f"loop {loop_config.name}: {len(candidates)} candidates, running on this machine ...")
         try:
             run_worker(lp, None, loop=loop_config.name, idle_checks=1, launch_dir=_launch_folder(loop_config))
             with store:
@@ -102,18 +113,17 @@ def submit(
     """Add a loop to a launchpad for workers (qlaunch/rlaunch) to run; prints its id."""
     from uq_flows.manager.doctor import preflight
     from uq_flows.manager.launchpad import close_launchpad, launchpad_from_file
-    from uq_flows.manager.submit import submit_flow
 
-    loop_config, flow, n_candidates = _prepare(config)
+    loop_config, candidates = _prepare(config)
     with quiet_stdout():
         settings, lp, _ = preflight(executables=loop_config.required_executables(), database=launchpad is None)
         if launchpad is not None:
             lp = launchpad_from_file(launchpad, settings.db_timeout_ms)
         try:
-            submission = submit_flow(flow, lp, loop=loop_config.name)
+            submission = _submit(loop_config, candidates, lp)
         finally:
             close_launchpad(lp)
-    payload = {"loop": loop_config.name, "workflow_id": submission.workflow_id, "n_candidates": n_candidates,
+    payload = {"loop": loop_config.name, "workflow_id": submission.workflow_id, "n_candidates": len(candidates),
                "categories": submission.categories}
     if as_json:
         emit(payload)
@@ -202,7 +212,7 @@ def results(
         fail("--source must be dft or teacher")
     with quiet_stdout(), connect() as (_, store):
         loop = loop or only_loop(store)
-        structures, labels = training_pool(store, loop)
+        structures, labels = training_pool(loop)
     chosen = [x for x in labels
               if (iteration is None or x.iteration == iteration) and (source is None or x.kind == source)
               and (u_min is None or (x.U is not None and x.U >= u_min) or (x.U is None and math.isinf(u_min)))]

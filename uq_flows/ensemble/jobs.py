@@ -17,6 +17,8 @@ import numpy as np
 from jobflow import Flow, Job, Maker, OnMissing, job
 from pydantic import BaseModel, Field
 
+from uq_flows.campaign import StructureSet, records_of
+from uq_flows.campaign import structure_ids as structure_ids_of
 from uq_flows.ensemble.members import parse_member
 from uq_flows.ensemble.predict import MemberPredictions, predict_member
 from uq_flows.ensemble.scoring import (
@@ -61,11 +63,12 @@ class UncertaintyDocument(BaseModel):
 
 @job(data=DATA_KEYS)
 def predict_chunk(
-    member: str, structures: list[StructureRecord], device: str | None = None, min_distance: float = HARD_MIN_DISTANCE
+    member: str, structures: list[StructureRecord] | StructureSet, device: str | None = None,
+    min_distance: float = HARD_MIN_DISTANCE,
 ) -> MemberPredictions:
     """One member's energies, forces and stresses on one chunk of structures (screened first)."""
     spec = parse_member(member)
-    atoms = [record.to_atoms() for record in structures]
+    atoms = [record.to_atoms() for record in records_of(structures)]
     return predict_member(spec, atoms, device=device, min_distance=min_distance)
 
 
@@ -85,8 +88,8 @@ class MemberPredictionMaker(Maker):
 
 @job(data=["mean_forces"])
 def combine_uncertainty(
-    structure_ids: list[str],
-    n_atoms: list[int],
+    structure_ids: list[str] | StructureSet,
+    n_atoms: list[int] | None,
     chunk_sizes: list[int],
     predictions: dict[str, list[MemberPredictions | None]],
     versions: dict[str, str],
@@ -96,8 +99,11 @@ def combine_uncertainty(
     """U per structure (paper 001, eq. 1) from every member's chunks.
 
     A chunk whose job failed arrives as ``None`` (``OnMissing.NONE``): its structures get
-    status ``error`` with that reason instead of stopping the stage.
+    status ``error`` with that reason instead of stopping the stage. Given a ``StructureSet``
+    (and no ``n_atoms``), ids and atom counts are read from the campaign database.
     """
+    if isinstance(structure_ids, StructureSet):
+        structure_ids, n_atoms = structure_ids_of(structure_ids)
     members = list(predictions)
     offsets = np.concatenate([[0], np.cumsum(chunk_sizes)])
     joined = []
@@ -166,12 +172,19 @@ class EnsembleScoreMaker(Maker):
     prediction_maker: MemberPredictionMaker = field(default_factory=MemberPredictionMaker)
     combine_maker: CombineUncertaintyMaker = field(default_factory=CombineUncertaintyMaker)
 
-    def make(self, structures: list[StructureRecord]) -> Flow:
-        if not structures:
+    def make(self, structures: list[StructureRecord] | StructureSet) -> Flow:
+        """Structures by value, or by reference (a ``StructureSet``: one job per member and stored chunk)."""
+        if isinstance(structures, StructureSet) and structures.n == 0 or not structures:
             raise ValueError("no structures to score")
         specs = [parse_member(m) for m in self.members]  # fail early on unknown members
-        n_chunks = math.ceil(len(structures) / self.chunk_size)
-        chunks = [structures[c * self.chunk_size : (c + 1) * self.chunk_size] for c in range(n_chunks)]
+        if isinstance(structures, StructureSet):
+            chunks = structures.split()
+            ids, n_atoms, sizes = structures, None, structures.sizes
+        else:
+            n_chunks = math.ceil(len(structures) / self.chunk_size)
+            chunks = [structures[c * self.chunk_size : (c + 1) * self.chunk_size] for c in range(n_chunks)]
+            ids, n_atoms, sizes = [s.id for s in structures], [s.n_atoms for s in structures], [len(c) for c in chunks]
+        n_chunks = len(chunks)
         jobs, predictions = [], {}
         for text, spec in zip(self.members, specs):
             name = spec.name
@@ -182,8 +195,7 @@ class EnsembleScoreMaker(Maker):
                 jobs.append(predict)
                 predictions[name].append(predict.output)
         combine = self.combine_maker.make(
-            [s.id for s in structures], [s.n_atoms for s in structures], [len(c) for c in chunks],
-            predictions,
+            ids, n_atoms, sizes, predictions,
             {spec.name: spec.version for spec in specs},
         )
         return Flow([*jobs, tag_stage(combine, SCORE)], output=combine.output, name=self.name)

@@ -8,6 +8,12 @@ iteration records progress and adds the next iteration while no convergence crit
 met. Every job carries ``metadata = {uq_flows_loop, iteration}`` and the jobs status,
 results and resume look for also their stage (``uq_flows_stage``, see ``uq_flows.stages``).
 
+The loop's state lives in the campaign database (``uq_flows.campaign``), not in job inputs:
+candidates are stored when they are made and jobs get a ``StructureSet`` (a reference); each
+iteration's record job writes scores, routes and labels there; the fit's training set is
+drawn from there. Jobs created at run time get references to earlier outputs, never the
+values, so no job input grows with the campaign.
+
 ACE potential files are written into the loop's work folder, which workers must share (the
 usual HPC setup); their contents also stay in the JobStore's data store.
 """
@@ -18,18 +24,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ase.data import atomic_numbers
-from jobflow import Flow, Maker, OnMissing, Response, job
-from pydantic import Field
+from jobflow import CURRENT_JOB, Flow, Maker, OnMissing, Response, job
+from monty.json import MontyDecoder
+from pydantic import BaseModel, Field
 
 from uq_flows.ace.jobs import AceFitDocument, AceFitMaker
 from uq_flows.cago.jobs import CagoMaker, CalibrationDocument, CalibrationMaker
+from uq_flows.campaign import STRUCTURES, Campaign, StructureSet, records_of
 from uq_flows.ensemble.jobs import (
     CombineUncertaintyMaker,
     EnsembleScoreMaker,
     UncertaintyDocument,
 )
 from uq_flows.explore.jobs import MDExploreMaker
-from uq_flows.stages import ITERATION, LOOP_KEY, LOOP_STATE, TRAINING_POOL, set_category, tag_stage
+from uq_flows.flows.campaign_pool import load_pool, store_iteration, stored_labels
 from uq_flows.flows.config import LoopConfig
 from uq_flows.labeling.assembly import DistilledDataset
 from uq_flows.labeling.jobs import (
@@ -44,8 +52,18 @@ from uq_flows.labeling.jobs import (
     VaspStaticMaker,
 )
 from uq_flows.labeling.labels import DFT, Label
-from uq_flows.labeling.pool import TrainingPool, TrainingSplit
+from uq_flows.labeling.pool import AUDIT_KEY, TrainingPool, TrainingSplit
 from uq_flows.loop_state import IterationCounts, spread_evenly, unique_by_id
+from uq_flows.stages import (
+    DFT_LABEL,
+    ITERATION,
+    LOOP_KEY,
+    LOOP_STATE,
+    STAGE_KEY,
+    RECORD,
+    set_category,
+    tag_stage,
+)
 from uq_flows.records import StructureRecord
 from uq_flows.selection.jobs import (
     DescriptorMaker,
@@ -87,7 +105,29 @@ class IterationSummary(IterationCounts):
     n_next_candidates: int
     converged: bool
     reason: str
-    continuation: dict | None = Field(None, description="What rebuild_loop needs: config, next candidates.")
+    continuation: dict | None = Field(None, description="What rebuild_loop needs: config, next candidates (a "
+                                                        "StructureSet).")
+
+
+class IterationRecord(IterationCounts):
+    """What an iteration's record job wrote, in brief: counts and ρ(U, error) on both samples."""
+
+    spearman_dft: float | None = None
+    spearman_audit: float | None = None
+    n_audit: int = 0
+    n_audit_atoms: int = Field(0, description="Atoms of the ok DFT audit labels: the fit's held-out test set.")
+    uc: float | None = None
+    uc_source: str | None = None
+    labelled_ids: list[str] = Field(default_factory=list, description="Up to n_seeds ok-labelled ids (MD seeds).")
+
+
+class DrawnTrainingSet(BaseModel):
+    """One fit's training and test sets, drawn from the campaign database, and the pool's facts."""
+
+    split: TrainingSplit
+    facts: dict = Field(default_factory=dict, description="n_training, waiting teacher labels, alignment summary.")
+    qbc_references: dict[str, float] | None = None
+    prefilter_note: str | None = None
 
 
 def dft_maker(config: LoopConfig):
@@ -114,45 +154,56 @@ def threshold_maker(config: LoopConfig, iteration: int, n_candidates: int, budge
                           seed=seed)
 
 
-def new_pool(config: LoopConfig) -> TrainingPool:
-    return TrainingPool(align_energies=config.aligns_energies, max_residual=config.align_max_residual)
+@job
+def record_iteration(config: LoopConfig, iteration: int, candidates: StructureSet, uncertainty: UncertaintyDocument,
+                     routing: RoutingDocument, dataset: DistilledDataset, dft_so_far: int,
+                     teacher_references: ElementalReferenceDocument | None = None) -> IterationRecord:
+    """Write the iteration's scores, routes and labels into the campaign database; return the counts."""
+    references = teacher_references.elemental_references if teacher_references is not None else None
+    with Campaign.open() as campaign:
+        store_iteration(campaign, config.name, iteration, uncertainty, routing, dataset, references,
+                        config.aligns_energies, config.align_max_residual)
+    counts = IterationCounts.of(len(uncertainty.structures), routing.routes, dataset.labels,
+                                dataset.summary.n_deferred, dft_so_far)
+    audit = force_errors(uncertainty, [x for x in dataset.labels if x.provenance.get(AUDIT_KEY)], iteration)
+    labelled = [x.id for x in dataset.ok_labels()][: config.explore.n_seeds]
+    atoms = {s.id: s.n_atoms for s in uncertainty.structures}
+    audit_atoms = sum(atoms[x.id] for x in dataset.ok_labels() if x.kind == DFT and x.provenance.get(AUDIT_KEY))
+    return IterationRecord(**counts.model_dump(), spearman_dft=dft_force_errors(uncertainty, dataset, iteration).spearman(),
+                           spearman_audit=audit.spearman(), n_audit=len(audit), n_audit_atoms=audit_atoms, uc=routing.uc,
+                           uc_source=routing.uc_source, labelled_ids=labelled)
 
 
 @job
-def merge_pool(pool: TrainingPool, structures: list[StructureRecord], dataset: DistilledDataset,
-               teacher_references: ElementalReferenceDocument | None = None) -> TrainingPool:
-    """The pool plus this iteration's ok labels and alignment pairs; the loop's alignment refitted on all pairs."""
-    merged = pool.merged(structures, dataset.ok_labels(), dataset.pairs)
-    if teacher_references is not None:
-        merged = merged.model_copy(update={"teacher_references": teacher_references.elemental_references})
-    return merged
+def draw_training_set(config: LoopConfig, iteration: int, record: IterationRecord) -> DrawnTrainingSet:
+    """The fit's training set (aligned) and test set (this iteration's audit), read from the campaign database."""
+    with Campaign.open() as campaign:
+        pool = load_pool(campaign, config.name, iteration)
+    split = pool.training_split(held_out_iteration=iteration)
+    references, note = qbc_references(config, pool)
+    return DrawnTrainingSet(split=split, facts=pool_summary(pool, split), qbc_references=references,
+                            prefilter_note=note)
 
 
 @job
-def training_split_job(pool: TrainingPool, iteration: int) -> TrainingSplit:
-    """What this iteration's fit trains on (aligned) and is tested on (its audit labels)."""
-    return pool.training_split(held_out_iteration=iteration)
+def iteration_job(config: LoopConfig, iteration: int, candidates: StructureSet, dft_so_far: int,
+                  reuse_dft: bool = False) -> Response:
+    """Replace itself with score → threshold → label → record → draw → fit → after-fit.
 
-
-@job
-def iteration_job(config: LoopConfig, iteration: int, candidates: list[StructureRecord], pool: TrainingPool | None,
-                  dft_so_far: int, known_labels: list[Label] | None = None) -> Response:
-    """Replace itself with score → threshold → label → pool → fit → after-fit.
-
-    ``known_labels``: DFT labels an earlier, broken attempt at this iteration produced; they
-    are used instead of running DFT again (see ``rebuild_loop``).
+    ``reuse_dft``: DFT labels an earlier, broken attempt at this iteration produced are used
+    instead of running DFT again (see ``rebuild_loop``).
     """
-    pool = pool or new_pool(config)
     budget = config.convergence.dft_budget(dft_so_far)
     score = EnsembleScoreMaker(members=config.members, chunk_size=config.chunk_size,
                                min_distance=config.screens.candidates.min_distance,
                                combine_maker=CombineUncertaintyMaker(weights=config.weights)).make(candidates)
-    threshold = threshold_maker(config, iteration, len(candidates), budget).make(candidates, score.output)
+    threshold = threshold_maker(config, iteration, candidates.n, budget).make(candidates, score.output)
     stages = [score, threshold]
     routing = threshold.output
-    if known_labels:
-        reuse = reuse_labels(threshold.output, known_labels)
+    if reuse_dft:
+        reuse = reuse_labels(threshold.output, config.name)
         reuse.name = "reuse labels"
+        reuse.config.expose_store = True  # it reads the loop's DFT labels from the JobStore
         stages.append(set_category(reuse, "cpu"))
         routing = reuse.output
     label = LabelStageMaker(
@@ -163,62 +214,74 @@ def iteration_job(config: LoopConfig, iteration: int, candidates: list[Structure
         screens=config.screens,
     ).make(candidates, routing)
     references = None
-    if config.select.formation_energy_prefilter and pool.teacher_references is None \
-            and "elemental_references" not in config.select.qbc_config:
+    if config.select.formation_energy_prefilter and "elemental_references" not in config.select.qbc_config \
+            and iteration == 0:
         references = ElementalReferenceMaker(teacher=config.teacher.energy_from).make(config.elements)
         stages.append(references)
-    merged = merge_pool(pool, candidates, label.output, references.output if references else None)
-    merged.name = "training pool"
-    tag_stage(merged, TRAINING_POOL)
-    split = training_split_job(merged.output, iteration)
-    split.name = "training split"
-    fit = AceFitMaker(options=config.fit).make(split.output.train_structures, split.output.train_labels,
-                                               split.output.test_structures, split.output.test_labels)
-    after = after_fit_job(config, iteration, candidates, score.output, routing, label.output,
-                          merged.output, split.output, fit.output, dft_so_far)
+    record = record_iteration(config, iteration, candidates, score.output, routing, label.output, dft_so_far,
+                              references.output if references else None)
+    record.name = "record iteration"
+    tag_stage(record, RECORD)
+    drawn = draw_training_set(config, iteration, record.output)
+    drawn.name = "training set"
+    split = drawn.output.split
+    fit = AceFitMaker(options=config.fit).make(split.train_structures, split.train_labels,
+                                               split.test_structures, split.test_labels)
+    after = after_fit_job(config, iteration, candidates, record.output, fit.output, drawn.output.facts,
+                          drawn.output.qbc_references, drawn.output.prefilter_note)
     after.name = f"after fit {iteration}"
-    for light in (merged, split, after):
+    for light in (record, drawn, after):
         set_category(light, "cpu")
-    flow = Flow([*stages, label, merged, split, fit, after], output=after.output, name=f"iteration {iteration}")
+    flow = Flow([*stages, label, record, drawn, fit, after], output=after.output, name=f"iteration {iteration}")
     return Response(replace=_tagged(flow, config, iteration))
 
 
 @job
-def reuse_labels(routing: RoutingDocument, known: list[Label]) -> RoutingDocument:
-    """DFT labels already made for structures routed to DFT count as done: none is computed twice."""
+def reuse_labels(routing: RoutingDocument, loop: str) -> RoutingDocument:
+    """DFT labels the loop already made (read from the JobStore) count as done: none is computed twice."""
+    known = CURRENT_JOB.store.query({f"metadata.{STAGE_KEY}": DFT_LABEL, f"metadata.{LOOP_KEY}": loop},
+                                    properties=["output"], load=True)
     dft_ids = {r.id for r in routing.routes if r.route == "dft"}
     have = {x.id for x in routing.audit_labels}
-    reused = [x for x in known if x.ok and x.id in dft_ids and x.id not in have]
-    return routing.model_copy(update={"audit_labels": [*routing.audit_labels, *reused]})
+    reused = {}
+    for doc in known:
+        label = MontyDecoder().process_decoded(doc.get("output"))
+        if isinstance(label, Label) and label is not None and label.ok and label.id in dft_ids and label.id not in have:
+            reused[label.id] = label
+    return routing.model_copy(update={"audit_labels": [*routing.audit_labels, *reused.values()]})
 
 
 @job
-def after_fit_job(config: LoopConfig, iteration: int, candidates, uncertainty: UncertaintyDocument,
-                  routing: RoutingDocument, dataset: DistilledDataset, pool: TrainingPool, split: TrainingSplit,
-                  fit: AceFitDocument, dft_so_far: int) -> Response:
+def after_fit_job(config: LoopConfig, iteration: int, candidates: StructureSet, record: IterationRecord,
+                  fit: AceFitDocument, pool_facts: dict, qbc_references: dict[str, float] | None,
+                  prefilter_note: str | None) -> Response:
     """Write the potentials where workers find them, then MD → calibrate → CAGO → QBC + DIRECT → loop state.
 
     CAGO runs with a calibration σ_cal = a·σ̂^b (paper 004, eq. 4; a and b by the NLL of eq. 5)
     fitted on the held-out audit labels with the whole ACE committee (calibrate with many
     members, run with 3–4, as the paper does); without
     enough held-out atoms it waits for a later iteration, and runs uncalibrated only when the
-    config says so.
+    config says so. The held-out audit set is read from the campaign database by the
+    calibration's own job, never passed by value.
     """
     folder = loop_folder(config) / f"iteration-{iteration}" / "ace"
     potentials = [str(p) for p in fit.write(folder)]
-    labelled = {x.id for x in dataset.ok_labels()}
-    seeds = [s for s in candidates if s.id in labelled][: config.explore.n_seeds] or pool.structures[-config.explore.n_seeds:]
+    seeds = records_of(candidates, record.labelled_ids)
     md = MDExploreMaker(calculator=potentials[0], settings=config.explore.md).make(seeds)
     jobs, light = [md], []
     pools = [md.output.snapshots]
     calibration, cago_note = None, None
     if config.explore.cago is not None:
-        held_out_atoms = sum(s.n_atoms for s in split.test_structures)
+        held_out_atoms = record.n_audit_atoms
         if not config.explore.calibrate:
             cago_note = "uncalibrated (explore.calibrate: false): expect true errors ≈ 2δ (paper 004)"
         elif held_out_atoms >= config.explore.min_calibration_atoms:
-            calibrate = CalibrationMaker().make(split.test_structures, split.test_labels, potentials)
-            jobs.append(calibrate)
+            held_out = held_out_set(config.name, iteration)
+            held_out.name = "held-out audit set"
+            calibrate = CalibrationMaker().make(held_out.output.test_structures, held_out.output.test_labels,
+                                                potentials)
+            jobs += [held_out, calibrate]
+            light.append(held_out)
             calibration, cago_note = calibrate.output, "calibrated"
         else:
             cago_note = (f"skipped: {held_out_atoms} held-out audit atoms, {config.explore.min_calibration_atoms} "
@@ -234,11 +297,9 @@ def after_fit_job(config: LoopConfig, iteration: int, candidates, uncertainty: U
             pools.append(cago.output.structures)
     gather = gather_candidates(pools, config.select.max_candidates * 4)
     gather.name = "gather candidates"
-    references, prefilter_note = qbc_references(config, pool)
-    select = select_job(config, potentials, gather.output, references)
+    select = select_job(config, potentials, gather.output, qbc_references)
     select.name = "select"
-    state = loop_state_job(config, iteration, uncertainty, routing, dataset, pool, fit, select.output, dft_so_far,
-                           {**pool_summary(pool, split), "prefilter_note": prefilter_note}, split.test_labels,
+    state = loop_state_job(config, iteration, record, fit.metrics, select.output, pool_facts, prefilter_note,
                            calibration, cago_note)
     state.name = "loop state"
     tag_stage(state, LOOP_STATE)
@@ -246,6 +307,17 @@ def after_fit_job(config: LoopConfig, iteration: int, candidates, uncertainty: U
         set_category(job_, "cpu")
     flow = Flow([*jobs, gather, select, state], output=state.output, name=f"explore and select {iteration}")
     return Response(replace=_tagged(flow, config, iteration))
+
+
+@job
+def held_out_set(loop: str, iteration: int) -> TrainingSplit:
+    """This iteration's ok DFT audit labels and their structures (the fit's test set), from the campaign database."""
+    with Campaign.open() as campaign:
+        labels = stored_labels(campaign, {"loop": loop, "iteration": iteration, "kind": DFT, "status": "ok",
+                                          "audit": True})
+        structures = campaign.structures_by_id(loop, [x.id for x in labels])
+    return TrainingSplit(train_structures=[], train_labels=[], test_structures=[structures[x.id] for x in labels],
+                         test_labels=labels)
 
 
 def qbc_references(config: LoopConfig, pool: TrainingPool) -> tuple[dict[str, float] | None, str | None]:
@@ -322,22 +394,18 @@ def pick_selected(candidates: list[StructureRecord], selection, limit: int) -> l
 
 
 @job
-def loop_state_job(config: LoopConfig, iteration: int, uncertainty: UncertaintyDocument,
-                   routing: RoutingDocument, dataset: DistilledDataset, pool: TrainingPool, fit: AceFitDocument,
-                   next_candidates: list[StructureRecord] | None, dft_so_far: int, pool_info: dict | None = None,
-                   audit_labels: list[Label] | None = None, calibration: CalibrationDocument | None = None,
+def loop_state_job(config: LoopConfig, iteration: int, record: IterationRecord, metrics,
+                   next_candidates: list[StructureRecord] | None, pool_info: dict | None = None,
+                   prefilter_note: str | None = None, calibration: CalibrationDocument | None = None,
                    cago_note: str | None = None) -> Response:
-    """Record the iteration and decide: stop (a criterion is met) or add the next iteration."""
+    """Record the iteration and decide: stop (a criterion is met) or store the next candidates and add the next iteration."""
     next_candidates = next_candidates or []
     pool_info = pool_info or {}
-    counts = IterationCounts.of(len(uncertainty.structures), routing.routes, dataset.labels,
-                                dataset.summary.n_deferred, dft_so_far)
-    metrics = fit.metrics
+    counts = IterationCounts(**record.model_dump(include=set(IterationCounts.model_fields)))
     energy = metrics.test_energy_rmse_per_atom if metrics.test_energy_rmse_per_atom is not None \
         else metrics.train_energy_rmse_per_atom
     force = metrics.test_force_rmse if metrics.test_force_rmse is not None else metrics.train_force_rmse
     reason = config.convergence.stop_reason(iteration, counts, energy, force, len(next_candidates))
-    audit = force_errors(uncertainty, audit_labels or [], iteration)
     warnings = [w for w in ((pool_info.get("alignment") or {}).get("warning"),) if w]
     if pool_info.get("n_waiting_alignment"):
         why = pool_info["waiting_reason"]
@@ -345,23 +413,29 @@ def loop_state_job(config: LoopConfig, iteration: int, uncertainty: UncertaintyD
                         + ("" if warnings and why == warnings[0] else f": {why}"))
     if cago_note and not cago_note.startswith("calibrated"):
         warnings.append(f"CAGO {cago_note}")
-    if pool_info.get("prefilter_note"):
-        warnings.append(pool_info["prefilter_note"])
+    if prefilter_note:
+        warnings.append(prefilter_note)
+    following = None
+    if reason is None:
+        with Campaign.open() as campaign:
+            following = campaign.add_structures(config.name, iteration + 1, next_candidates)
     state = IterationSummary(
-        loop=config.name, iteration=iteration, **counts.model_dump(), n_training=pool_info.get("n_training", len(pool.labels)),
+        loop=config.name, iteration=iteration, **counts.model_dump(), n_training=pool_info.get("n_training", 0),
         train_energy_rmse_per_atom=metrics.train_energy_rmse_per_atom, train_force_rmse=metrics.train_force_rmse,
         test_energy_rmse_per_atom=metrics.test_energy_rmse_per_atom, test_force_rmse=metrics.test_force_rmse,
-        spearman_dft=dft_force_errors(uncertainty, dataset, iteration).spearman(),
-        spearman_audit=audit.spearman(), n_audit=len(audit), uc=routing.uc, uc_source=routing.uc_source,
+        spearman_dft=record.spearman_dft, spearman_audit=record.spearman_audit, n_audit=record.n_audit,
+        uc=record.uc, uc_source=record.uc_source,
         alignment=pool_info.get("alignment"), n_waiting_alignment=pool_info.get("n_waiting_alignment", 0),
         calibration=calibration_summary(calibration), cago=cago_note, warnings=warnings,
         n_next_candidates=len(next_candidates), converged=reason is not None, reason=reason or "continuing",
-        continuation=None if reason is not None else {"config": config, "next_candidates": next_candidates},
+        continuation=None if following is None else {"config": config, "next_candidates": following},
     )
-    if reason is not None:
+    with Campaign.open() as campaign:
+        campaign.put_loop_document(config.name, iteration, "state", state.model_dump(mode="json", exclude={"continuation"}))
+    if following is None:
         return Response(output=state)
-    following = new_iteration(config, iteration + 1, next_candidates, pool, counts.dft_total)
-    return Response(output=state, addition=_tagged(Flow([following], output=following.output), config, iteration + 1))
+    new = new_iteration(config, iteration + 1, following, counts.dft_total)
+    return Response(output=state, addition=_tagged(Flow([new], output=new.output), config, iteration + 1))
 
 
 def calibration_summary(document: CalibrationDocument | None) -> dict | None:
@@ -414,20 +488,28 @@ def loop_folder(config: LoopConfig) -> Path:
 
 @dataclass
 class LoopMaker(Maker):
-    """The whole loop from a config: the first iteration; later ones are added as it runs."""
+    """The whole loop from a config: the first iteration; later ones are added as it runs.
+
+    The initial candidates are stored in the campaign database here (iteration 0); the flow
+    carries their reference.
+    """
 
     name: str = "uq-flows loop"
 
     def make(self, config: LoopConfig, candidates: list[StructureRecord]) -> Flow:
         if not candidates:
             raise ValueError("the loop needs initial candidates")
-        first = new_iteration(config, 0, candidates, new_pool(config), 0)
+        with Campaign.open() as campaign:
+            if campaign[STRUCTURES].count_documents({"loop": config.name}):
+                raise ValueError(f"loop {config.name!r} is already in the campaign database: choose another name")
+            stored = campaign.add_structures(config.name, 0, candidates)
+        first = new_iteration(config, 0, stored, 0)
         return _tagged(Flow([first], output=first.output, name=f"{self.name} {config.name}"), config, 0)
 
 
-def new_iteration(config: LoopConfig, iteration: int, candidates: list[StructureRecord], pool: TrainingPool,
-                  dft_so_far: int, known_labels: list[Label] | None = None):
+def new_iteration(config: LoopConfig, iteration: int, candidates: StructureSet, dft_so_far: int,
+                  reuse_dft: bool = False):
     """The job that becomes iteration ``iteration`` (tagged with its stage; category ``cpu``)."""
-    new_job = iteration_job(config, iteration, candidates, pool, dft_so_far, known_labels)
+    new_job = iteration_job(config, iteration, candidates, dft_so_far, reuse_dft)
     new_job.name = f"iteration {iteration}"
     return set_category(tag_stage(new_job, ITERATION), "cpu")

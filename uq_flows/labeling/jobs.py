@@ -24,6 +24,7 @@ from jobflow import Flow, Job, Maker, OnMissing, Response, job
 from pydantic import BaseModel, Field
 from pymatgen.io.vasp import Kpoints
 
+from uq_flows.campaign import StructureSet, records_of, structure_ids
 from uq_flows.ensemble.jobs import UncertaintyDocument
 from uq_flows.ensemble.members import parse_member
 from uq_flows.stages import ASSEMBLE, DFT_LABEL, TEACHER_LABEL, THRESHOLD, set_category, tag_stage
@@ -120,8 +121,10 @@ class CalculatorLabelMaker(Maker):
 
 
 @job(data=LABEL_DATA)
-def teacher_label_job(structures: list[StructureRecord], energy_from: str, forces_from: str | None, device: str | None) -> list[Label]:
-    """Teacher labels of ``structures`` (paper 001: energies and forces from chosen members)."""
+def teacher_label_job(structures: list[StructureRecord] | StructureSet, energy_from: str, forces_from: str | None,
+                      device: str | None, only: list[str] | None = None) -> list[Label]:
+    """Teacher labels of ``structures`` (paper 001: energies and forces from chosen members); ``only`` these ids."""
+    structures = records_of(structures, only)
     return teacher_labels(
         [s.to_atoms() for s in structures], [s.id for s in structures], parse_member(energy_from),
         parse_member(forces_from) if forces_from else None, device,
@@ -138,8 +141,8 @@ class TeacherLabelMaker(Maker):
     device: str | None = None
     category: str | None = "gpu"
 
-    def make(self, structures: list[StructureRecord]) -> Job:
-        new_job = teacher_label_job(structures, self.energy_from, self.forces_from, self.device)
+    def make(self, structures: list[StructureRecord] | StructureSet, only: list[str] | None = None) -> Job:
+        new_job = teacher_label_job(structures, self.energy_from, self.forces_from, self.device, only)
         new_job.name = self.name
         return set_category(tag_stage(new_job, TEACHER_LABEL), self.category)
 
@@ -297,9 +300,11 @@ SCREENED_STATUSES = ("invalid", "rejected")  # scoring found the structure unphy
 def route_job(uncertainty: UncertaintyDocument, uc: float, dft_budget: int | None, uc_source: str = "given",
               audit: list[str] | None = None, audit_labels: list[Label] | None = None,
               audit_teacher_labels: list[Label] | None = None, audit_size: int = 0,
-              audit_seed: int = 0, audit_groups: dict[str, str] | None = None) -> RoutingDocument:
+              audit_seed: int = 0, structures: list[StructureRecord] | StructureSet | None = None) -> RoutingDocument:
     """Routes by U; ``audit`` ids (or a random sample of ``audit_size`` scorable ones, stratified
-    by ``audit_groups`` when given) go to DFT whatever U."""
+    by chemical system when ``structures`` are given) go to DFT whatever U."""
+    audit_groups = {s.id: chemical_system(s.numbers) for s in records_of(structures)} \
+        if structures is not None and audit is None and audit_size > 0 else None
     rejected = {s.id: s.reason or s.status for s in uncertainty.structures if s.status in SCREENED_STATUSES}
     if audit is None and audit_size > 0:
         scorable = [s.id for s in uncertainty.structures if s.id not in rejected]
@@ -318,7 +323,7 @@ def route_job(uncertainty: UncertaintyDocument, uc: float, dft_budget: int | Non
 def audit_threshold_job(structures, uncertainty, audit_dft: list[Label | None], audit_teacher: list[Label],
                         target: float, dft_budget: int | None) -> Response:
     """U_c from the audit sample: the largest threshold whose teacher forces reach ``target``."""
-    by_id = {s.id: s for s in structures}
+    by_id = {s.id: s for s in records_of(structures)}
     u_of = {s.id: s.U for s in uncertainty.structures}
     teacher = {label.id: label for label in audit_teacher}
     usable = [label for label in audit_dft if label is not None and label.ok and teacher.get(label.id)
@@ -361,17 +366,18 @@ class ThresholdMaker(Maker):
     audit_teacher_maker: TeacherLabelMaker = field(default_factory=TeacherLabelMaker)
     category: str | None = "cpu"
 
-    def make(self, structures: list[StructureRecord], uncertainty) -> Job | Flow:
+    def make(self, structures: list[StructureRecord] | StructureSet, uncertainty) -> Job | Flow:
+        """``structures`` by value or by reference (``StructureSet``); jobs get them as given."""
         if self.target_force_rmse is None:
             audit_size = self.audit_size if self.audit_with_fixed_uc else 0
-            groups = {s.id: chemical_system(s.numbers) for s in structures} if audit_size else None
             new_job = route_job(uncertainty, self.uc, self.dft_budget, audit_size=audit_size, audit_seed=self.seed,
-                                audit_groups=groups)
+                                structures=structures if audit_size else None)
             new_job.name = self.name
             return set_category(tag_stage(new_job, THRESHOLD), self.category)
-        sample = set(audit_sample([s.id for s in structures], self.audit_size, self.seed,
-                                  [chemical_system(s.numbers) for s in structures]))
-        audited = [s for s in structures if s.id in sample]
+        records = records_of(structures)
+        sample = set(audit_sample([s.id for s in records], self.audit_size, self.seed,
+                                  [chemical_system(s.numbers) for s in records]))
+        audited = [s for s in records if s.id in sample]
         dft_jobs = [self.audit_dft_maker.make(s) for s in audited]
         teacher = self.audit_teacher_maker.make(audited)
         decide = audit_threshold_job(structures, uncertainty, [j.output for j in dft_jobs], teacher.output,
@@ -383,15 +389,21 @@ class ThresholdMaker(Maker):
 
 
 @job
-def assemble_job(structures: list[StructureRecord], routing: RoutingDocument, dft_labels: list[Label | None],
-                 teacher_labels: list[Label] | None, screened: list[Label], min_success_fraction: float,
+def assemble_job(structures: list[StructureRecord] | StructureSet, routing: RoutingDocument,
+                 dft_labels: list[Label | None], teacher_labels: list[Label | list[Label] | None] | None, screened: list[Label], min_success_fraction: float,
                  max_force: float | None, align_energies: bool, iteration: int | None, loop: str | None,
                  max_forces: dict[str, float | None] | None = None, max_residual: float = DEFAULT_MAX_RESIDUAL,
                  ) -> DistilledDataset:
-    """The distilled dataset; missing DFT outputs arrive as None and become failed labels."""
-    by_id = {s.id: s.to_atoms() for s in structures}
+    """The distilled dataset; missing DFT or teacher outputs arrive as None and become failed labels.
+
+    ``teacher_labels``: one list of labels, or one list per teacher job (chunk).
+    """
+    by_id = {s.id: s.to_atoms() for s in records_of(structures)}
     dft = [*routing.audit_labels, *dft_labels]
-    teacher = [*routing.audit_teacher_labels, *(teacher_labels or [])]
+    chunks = teacher_labels or []
+    flat = [x for chunk in chunks for x in (chunk or [])] if any(isinstance(c, list) or c is None for c in chunks) \
+        else list(chunks)
+    teacher = [*routing.audit_teacher_labels, *flat]
     return assemble_dataset(by_id, routing.routes, dft, teacher, screened, min_success_fraction,
                             max_force, align_energies, iteration, loop, max_forces, max_residual)
 
@@ -421,9 +433,14 @@ class AssembleMaker(Maker):
 
 
 @job
-def label_stage_job(structures: list[StructureRecord], routing: RoutingDocument, maker: LabelStageMaker) -> Response:
-    """Replace itself by the DFT jobs, the teacher job and the assembly for these routes."""
-    by_id = {s.id: s for s in structures}
+def label_stage_job(structures: list[StructureRecord] | StructureSet, routing: RoutingDocument,
+                    maker: LabelStageMaker) -> Response:
+    """Replace itself by the DFT jobs, the teacher jobs and the assembly for these routes.
+
+    Structures given by reference (``StructureSet``) get one teacher job per stored chunk, and
+    the assembly reads them from the campaign database: no job input holds the structures.
+    """
+    by_id = {s.id: s for s in records_of(structures)}
     audited = {label.id for label in routing.audit_labels}
     rejected, dft_jobs, max_forces = [], [], {}
     for route in routing.routes:
@@ -446,9 +463,19 @@ def label_stage_job(structures: list[StructureRecord], routing: RoutingDocument,
     jobs = list(dft_jobs)
     teacher_output = None
     if taught and maker.teacher_maker is not None:
-        teacher = maker.teacher_maker.make(taught)
-        jobs.append(teacher)
-        teacher_output = teacher.output
+        if isinstance(structures, StructureSet):
+            wanted = {s.id for s in taught}
+            teachers = []
+            for chunk in structures.split():
+                ids = [i for i in structure_ids(chunk)[0] if i in wanted]
+                if ids:
+                    teachers.append(maker.teacher_maker.make(chunk, only=ids))
+            jobs += teachers
+            teacher_output = [t.output for t in teachers]
+        else:
+            teacher = maker.teacher_maker.make(taught)
+            jobs.append(teacher)
+            teacher_output = teacher.output
     assemble = maker.assemble_maker.make(structures, routing, [j.output for j in dft_jobs], teacher_output, rejected,
                                          max_forces if maker.screens else None)
     return Response(replace=Flow([*jobs, assemble], output=assemble.output, name=maker.name))
@@ -470,7 +497,7 @@ class LabelStageMaker(Maker):
     screens: SourceScreens | None = None
     category: str | None = "cpu"
 
-    def make(self, structures: list[StructureRecord], routing) -> Job:
+    def make(self, structures: list[StructureRecord] | StructureSet, routing) -> Job:
         if not math.isfinite(self.min_distance) or self.min_distance < 0:
             raise ValueError(f"min_distance must be a non-negative number, got {self.min_distance}")
         new_job = label_stage_job(structures, routing, self)

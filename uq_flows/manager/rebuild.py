@@ -12,7 +12,7 @@ from uq_flows.labeling.labels import Label
 from uq_flows.manager.status import loop_status
 from uq_flows.manager.stores import open_jobstore
 from uq_flows.manager.submit import loop_fw_ids, submit_flow
-from uq_flows.stages import DFT_LABEL, ITERATION, LOOP_KEY, LOOP_STATE, STAGE_KEY, TRAINING_POOL
+from uq_flows.stages import DFT_LABEL, ITERATION, LOOP_KEY, LOOP_STATE, STAGE_KEY
 
 if TYPE_CHECKING:
     from fireworks import LaunchPad
@@ -24,8 +24,9 @@ def rebuild_loop(lp: LaunchPad, loop: str) -> dict | None:
     Called by ``uq-flows resume`` after the reruns. Nothing happens while any job of the loop
     can still run, or when the loop converged. Otherwise the broken fireworks are defused and
     the next iteration is submitted again: from the newest loop-state document, or for
-    iteration 0 from the first iteration job's own inputs. Every ok DFT label the loop already
-    made is reused, so no structure goes to DFT twice. Jobs are found by their stage tag.
+    iteration 0 from the first iteration job's own inputs (the candidates are references into
+    the campaign database). Every ok DFT label the loop already made is reused, so no structure
+    goes to DFT twice. Jobs are found by their stage tag.
     """
     entries = loop_status(lp, loop)["loops"]
     fw_ids = loop_fw_ids(lp, loop)
@@ -47,22 +48,20 @@ def rebuild_loop(lp: LaunchPad, loop: str) -> dict | None:
     with store:
         summaries = [decode(d["output"]) for d in outputs(LOOP_STATE)]
         known = [decode(d["output"]) for d in outputs(DFT_LABEL)]
-        pools = {d["metadata"].get("iteration"): d for d in outputs(TRAINING_POOL, ("output", "metadata"))}
+    n_known = sum(isinstance(label, Label) and label.ok for label in known)
     newest = max(summaries, key=lambda state: state.iteration, default=None)
     if newest is not None and newest.converged:
         return None
     if newest is None:
-        config, iteration, candidates, pool, dft_so_far = decode(first["spec"]["_tasks"][0]["job"]["function_args"])[:5]
+        config, iteration, candidates, dft_so_far = decode(first["spec"]["_tasks"][0]["job"]["function_args"])[:4]
     else:
         config, candidates = newest.continuation["config"], newest.continuation["next_candidates"]
         iteration, dft_so_far = newest.iteration + 1, newest.dft_total
-        pool = decode(pools[newest.iteration]["output"])
-    known = [label for label in known if isinstance(label, Label) and label.ok]
     broken = [fw["fw_id"] for fw in lp.fireworks.find({"fw_id": {"$in": fw_ids}, "state": "FIZZLED"}, {"fw_id": 1})]
     stuck = [fw["fw_id"] for fw in lp.fireworks.find({"fw_id": {"$in": fw_ids}, "state": "WAITING"}, {"fw_id": 1})]
     for fw_id in broken + stuck:
         lp.defuse_fw(fw_id)
-    again = new_iteration(config, iteration, candidates, pool, dft_so_far, known)
+    again = new_iteration(config, iteration, candidates, dft_so_far, reuse_dft=True)
     submission = submit_flow(_tagged(Flow([again], output=again.output), config, iteration), lp, loop=loop)
-    return {"iteration": iteration, "defused": broken + stuck, "reused_dft_labels": len(known),
+    return {"iteration": iteration, "defused": broken + stuck, "reused_dft_labels": n_known,
             "workflow_id": submission.workflow_id}

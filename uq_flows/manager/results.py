@@ -24,7 +24,9 @@ from uq_flows.flows.loop import (
 )
 from uq_flows.labeling.pool import AUDIT_KEY
 from uq_flows.report import LoopReport
-from uq_flows.stages import ASSEMBLE, LOOP_KEY, LOOP_STATE, SCORE, STAGE_KEY, THRESHOLD, TRAINING_POOL
+from uq_flows.campaign import STRUCTURES, Campaign
+from uq_flows.flows.campaign_pool import load_pool
+from uq_flows.stages import ASSEMBLE, LOOP_KEY, LOOP_STATE, SCORE, STAGE_KEY, THRESHOLD
 from uq_flows.uncertainty import ReferenceErrors
 
 if TYPE_CHECKING:
@@ -100,16 +102,19 @@ def loop_overview(lp: LaunchPad, store: JobStore, loop: str | None = None) -> di
     return {"loops": loops}
 
 
-def training_pool(store: JobStore, loop: str):
+def training_pool(loop: str):
     """The newest training pool of the loop: ``({id: Atoms}, [ok Label, ...])``.
 
     Teacher energies carry the loop's current energy alignment (the DFT zero); teacher labels
     it cannot place yet are left out (``uq-flows status`` counts them).
     """
-    pools = _newest_per_iteration(store, TRAINING_POOL, loop)
-    if not pools:
-        raise InputError(f"loop {loop!r} has no labelled structures yet")
-    pool = pools[max(pools)]
+    with Campaign.open() as campaign:
+        if campaign[STRUCTURES].count_documents({"loop": loop}) == 0:
+            raise InputError(f"loop {loop!r} is not in the campaign database")
+        try:
+            pool = load_pool(campaign, loop)
+        except KeyError:
+            raise InputError(f"loop {loop!r} has no labelled structures yet") from None
     return {s.id: s.to_atoms() for s in pool.structures}, pool.training_split().train_labels
 
 

@@ -1,0 +1,243 @@
+"""The campaign collections' storage: SQLite (embedded default) or a MongoDB database.
+
+Both backends answer the same pymongo calls the data plane makes (``insert_many``,
+``delete_many``, ``find``, ``count_documents``, ``distinct``, ``create_index``) with the same
+filters, so the README's queries run against either. The embedded ``SqliteCollection`` keeps
+each document as JSON in one SQLite table with real indexes on the indexed fields (montydb,
+maggma's embedded store, scans every document per query and checks ids in a list on every
+insert: quadratic at campaign scale). It understands the filters the data plane and its users
+need: equality and ``$in``, ``$nin``, ``$ne``, ``$gt``, ``$gte``, ``$lt``, ``$lte``,
+``$exists`` on top-level or dotted fields of scalar values; anything else is refused by name.
+
+Array chunks live beside the rows: a ``chunks`` table of BLOBs (SQLite) or the
+``campaign_chunks`` collection (MongoDB), one document per chunk, each under ``MAX_CHUNK_BYTES``.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from uq_flows.records import jsonable
+
+MAX_CHUNK_BYTES = 8_000_000  # well under MongoDB's 16 MB per document
+_OPERATORS = {"$ne": "!=", "$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
+
+
+class UnsupportedQuery(ValueError):
+    """A filter the embedded store does not evaluate (it would be silently wrong otherwise)."""
+
+
+def _path(field: str) -> str:
+    if not field or any(not part.replace("_", "a").isalnum() for part in field.split(".")):
+        raise UnsupportedQuery(f"field name {field!r}: letters, digits, _ and dots only")
+    return f"json_extract(doc, '$.{field}')"
+
+
+def _scalar(value: Any) -> Any:
+    if isinstance(value, bool):
+        return int(value)
+    if value is None or isinstance(value, (int, float, str)):
+        return value
+    raise UnsupportedQuery(f"only scalar values can be compared in the embedded store, got {value!r}")
+
+
+def _where(query: Mapping[str, Any] | None) -> tuple[str, list]:
+    """SQL for a pymongo-style filter (the supported subset); parameters in order."""
+    clauses, params = [], []
+    for field, condition in (query or {}).items():
+        if field.startswith("$"):
+            raise UnsupportedQuery(f"operator {field} is not supported by the embedded store")
+        column = _path(field)
+        conditions = condition if isinstance(condition, Mapping) and condition \
+            and all(str(k).startswith("$") for k in condition) else {"$eq": condition}
+        for op, value in conditions.items():
+            if op == "$eq":
+                if value is None:
+                    clauses.append(f"{column} IS NULL")
+                else:
+                    clauses.append(f"{column} = ?")
+                    params.append(_scalar(value))
+            elif op in ("$in", "$nin"):
+                values = [_scalar(v) for v in value]
+                if not values:
+                    clauses.append("0" if op == "$in" else "1")
+                    continue
+                marks = ", ".join("?" * len(values))
+                clauses.append(f"{column} {'NOT IN' if op == '$nin' else 'IN'} ({marks})"
+                               + (f" OR {column} IS NULL" if op == "$nin" else ""))
+                params += values
+            elif op == "$exists":
+                clauses.append(f"json_type(doc, '$.{field}') IS {'NOT ' if value else ''}NULL")
+            elif op in _OPERATORS:
+                if value is None and op == "$ne":
+                    clauses.append(f"{column} IS NOT NULL")
+                    continue
+                clauses.append(f"{column} {_OPERATORS[op]} ?" + (f" OR {column} IS NULL" if op == "$ne" else ""))
+                params.append(_scalar(value))
+            else:
+                raise UnsupportedQuery(f"operator {op} is not supported by the embedded store")
+    return (" AND ".join(f"({c})" for c in clauses) or "1"), params
+
+
+def _project(doc: dict, projection: Mapping[str, Any] | Sequence[str] | None) -> dict:
+    if not projection:
+        return doc
+    fields = [k for k, v in projection.items() if v] if isinstance(projection, Mapping) else list(projection)
+    out = {}
+    for field in fields:
+        value, found = doc, True
+        for part in field.split("."):
+            if isinstance(value, dict) and part in value:
+                value = value[part]
+            else:
+                found = False
+                break
+        if found:
+            target = out
+            *parents, last = field.split(".")
+            for part in parents:
+                target = target.setdefault(part, {})
+            target[last] = value
+    return out
+
+
+class SqliteCollection:
+    """One collection of the embedded campaign database (a table of JSON documents)."""
+
+    def __init__(self, database: SqliteDatabase, name: str):
+        self.database, self.name = database, name
+        with database.lock:
+            database.connection.execute(f'CREATE TABLE IF NOT EXISTS "{name}" (n INTEGER PRIMARY KEY, doc TEXT NOT NULL)')
+
+    def create_index(self, keys: Sequence[tuple[str, int]] | str, **_) -> str:
+        fields = [keys] if isinstance(keys, str) else [k for k, _ in keys]
+        index = f"{self.name}_" + "_".join(f.replace(".", "_") for f in fields)
+        with self.database.lock:
+            self.database.connection.execute(
+                f'CREATE INDEX IF NOT EXISTS "{index}" ON "{self.name}" ({", ".join(_path(f) for f in fields)})')
+        return index
+
+    def insert_many(self, documents: Iterable[Mapping[str, Any]]) -> int:
+        rows = [(json.dumps(jsonable(dict(d)), allow_nan=False),) for d in documents]
+        with self.database.lock, self.database.connection:
+            self.database.connection.executemany(f'INSERT INTO "{self.name}" (doc) VALUES (?)', rows)
+        return len(rows)
+
+    def delete_many(self, query: Mapping[str, Any]) -> int:
+        where, params = _where(query)
+        with self.database.lock, self.database.connection:
+            return self.database.connection.execute(f'DELETE FROM "{self.name}" WHERE {where}', params).rowcount
+
+    def find(self, query: Mapping[str, Any] | None = None, projection=None, sort: str | None = None) -> Iterator[dict]:
+        where, params = _where(query)
+        order = f" ORDER BY {_path(sort)}, n" if sort else " ORDER BY n"
+        with self.database.lock:
+            rows = self.database.connection.execute(f'SELECT doc FROM "{self.name}" WHERE {where}{order}', params).fetchall()
+        return (_project(json.loads(doc), projection) for (doc,) in rows)
+
+    def find_one(self, query: Mapping[str, Any] | None = None, projection=None) -> dict | None:
+        return next(iter(self.find(query, projection)), None)
+
+    def count_documents(self, query: Mapping[str, Any] | None = None) -> int:
+        where, params = _where(query)
+        with self.database.lock:
+            return self.database.connection.execute(f'SELECT COUNT(*) FROM "{self.name}" WHERE {where}', params).fetchone()[0]
+
+    def distinct(self, field: str, query: Mapping[str, Any] | None = None) -> list:
+        where, params = _where(query)
+        with self.database.lock:
+            rows = self.database.connection.execute(
+                f'SELECT DISTINCT {_path(field)} FROM "{self.name}" WHERE {where}', params).fetchall()
+        return [value for (value,) in rows if value is not None]
+
+
+class SqliteChunks:
+    """Array chunks of the embedded database: bytes by chunk id."""
+
+    def __init__(self, database: SqliteDatabase):
+        self.database = database
+        with database.lock:
+            database.connection.execute("CREATE TABLE IF NOT EXISTS chunks (chunk TEXT PRIMARY KEY, loop TEXT, data BLOB)")
+
+    def put(self, chunk: str, loop: str, data: bytes) -> None:
+        with self.database.lock, self.database.connection:
+            self.database.connection.execute("INSERT OR REPLACE INTO chunks VALUES (?, ?, ?)", (chunk, loop, data))
+
+    def remove_loop(self, loop: str) -> None:
+        with self.database.lock, self.database.connection:
+            self.database.connection.execute("DELETE FROM chunks WHERE loop = ?", (loop,))
+
+    def get(self, chunk: str) -> bytes:
+        with self.database.lock:
+            row = self.database.connection.execute("SELECT data FROM chunks WHERE chunk = ?", (chunk,)).fetchone()
+        if row is None:
+            raise KeyError(f"array chunk {chunk} is not in the campaign database")
+        return row[0]
+
+
+class SqliteDatabase:
+    """The embedded campaign database: one SQLite file (WAL, so readers do not block a writer)."""
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.lock = threading.RLock()
+        self.connection = sqlite3.connect(str(self.path), timeout=60, check_same_thread=False)
+        self.connection.execute("PRAGMA journal_mode=WAL")
+        self.connection.execute("PRAGMA synchronous=NORMAL")
+        self.chunks = SqliteChunks(self)
+
+    def __getitem__(self, name: str) -> SqliteCollection:
+        return SqliteCollection(self, name)
+
+    def describe(self) -> dict:
+        return {"type": "sqlite", "path": str(self.path)}
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+class MongoChunks:
+    """Array chunks on a MongoDB server: one document per chunk in ``campaign_chunks``."""
+
+    def __init__(self, collection):
+        self.collection = collection
+
+    def put(self, chunk: str, loop: str, data: bytes) -> None:
+        from bson import Binary
+
+        if len(data) > MAX_CHUNK_BYTES:
+            raise ValueError(f"array chunk {chunk} has {len(data)} bytes; chunks must stay under {MAX_CHUNK_BYTES}")
+        self.collection.replace_one({"chunk": chunk}, {"chunk": chunk, "loop": loop, "data": Binary(data)}, upsert=True)
+
+    def remove_loop(self, loop: str) -> None:
+        self.collection.delete_many({"loop": loop})
+
+    def get(self, chunk: str) -> bytes:
+        doc = self.collection.find_one({"chunk": chunk}, {"data": 1})
+        if doc is None:
+            raise KeyError(f"array chunk {chunk} is not in the campaign database")
+        return bytes(doc["data"])
+
+
+class MongoDatabase:
+    """The campaign collections in a MongoDB database (pymongo)."""
+
+    def __init__(self, client, name: str):
+        self.client, self.database = client, client[name]
+        self.chunks = MongoChunks(self.database["campaign_chunks"])
+        self.chunks.collection.create_index("chunk", unique=True)
+
+    def __getitem__(self, name: str):
+        return self.database[name]
+
+    def describe(self) -> dict:
+        return {"type": "mongodb", "database": self.database.name}
+
+    def close(self) -> None:
+        self.client.close()

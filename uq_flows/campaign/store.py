@@ -1,0 +1,276 @@
+"""A campaign's state in the database: small documents per structure, arrays in chunks.
+
+Collections (README, "Campaign collections"):
+
+- ``campaign_structures``: one document per structure per iteration: ``loop``, ``iteration``,
+  ``id``, ``stage`` (how far it got: candidate, scored, routed, labelled), ``source``,
+  ``n_atoms``, ``formula``, ``chemical_system``, ``chunk`` (its geometry), and as the iteration
+  goes ``U``, ``route``, ``audit``, ``status``, ``reason``, ``label_source``;
+- ``campaign_labels``: one document per label (a structure in the audit sample has two):
+  ``loop``, ``iteration``, ``id``, ``kind`` (dft, teacher), ``source`` (code or model),
+  ``status``, ``reason``, ``energy`` (eV, unaligned for teachers), ``n_atoms``, ``U``,
+  ``audit``, ``provenance``, ``chunk`` (its forces and stress);
+- ``campaign_pairs``: structures labelled by DFT and the teacher (the energy alignment's data);
+- ``campaign_loops``: per loop and iteration the loop-state document (``kind: state``) and the
+  pool's small facts (``kind: pool``);
+- array chunks (positions, cells, numbers; forces, stresses), each a few MB at most.
+
+Jobs pass a ``StructureSet`` (loop, iteration, chunk ids), never the structures.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from uq_flows.campaign.arrays import pack, unpack
+from uq_flows.campaign.collections import MAX_CHUNK_BYTES, MongoDatabase, SqliteDatabase
+from uq_flows.records import StructureRecord
+from uq_flows.settings import UqFlowsSettings, get_settings
+
+STRUCTURES, LABELS, PAIRS, LOOPS = "campaign_structures", "campaign_labels", "campaign_pairs", "campaign_loops"
+EMBEDDED_FILE = "campaign.sqlite"
+INDEXES = {
+    STRUCTURES: [("loop", "iteration"), ("loop", "id"), ("loop", "route"), ("loop", "source"), ("loop", "status")],
+    LABELS: [("loop", "iteration"), ("loop", "id"), ("loop", "kind", "status")],
+    PAIRS: [("loop", "iteration")],
+    LOOPS: [("loop", "iteration", "kind")],
+}
+
+
+class StructureSet(BaseModel):
+    """Structures in the campaign database, by reference: what a job receives instead of them."""
+
+    loop: str
+    iteration: int
+    chunks: list[str] = Field(description="Array chunk ids, in order.")
+    sizes: list[int] = Field(description="Structures per chunk.")
+
+    @property
+    def n(self) -> int:
+        return sum(self.sizes)
+
+    def split(self) -> list[StructureSet]:
+        """One set per chunk (what a per-chunk job gets)."""
+        return [self.model_copy(update={"chunks": [c], "sizes": [s]}) for c, s in zip(self.chunks, self.sizes)]
+
+
+def chemical_system(numbers: Sequence[int]) -> str:
+    from ase.data import chemical_symbols
+
+    return "-".join(sorted({chemical_symbols[z] for z in numbers}))
+
+
+class Campaign:
+    """The campaign collections of one database (embedded SQLite or MongoDB), and their chunks."""
+
+    def __init__(self, database: SqliteDatabase | MongoDatabase, chunk_size: int = 1000):
+        self.database, self.chunk_size = database, chunk_size
+
+    @classmethod
+    def open(cls, settings: UqFlowsSettings | None = None) -> Campaign:
+        """The database the settings select: the server of ``db_uri``, else ``$UQ_FLOWS_HOME/campaign.sqlite``."""
+        settings = settings or get_settings()
+        if settings.db_uri is not None and settings.db_uri.get_secret_value():
+            import pymongo
+
+            uri = settings.db_uri.get_secret_value()
+            client = pymongo.MongoClient(uri, serverSelectionTimeoutMS=settings.db_timeout_ms,
+                                         connectTimeoutMS=settings.db_timeout_ms)
+            name = pymongo.uri_parser.parse_uri(uri).get("database") or settings.db_name
+            database = MongoDatabase(client, name)
+        else:
+            database = SqliteDatabase(settings.home.expanduser() / EMBEDDED_FILE)
+        campaign = cls(database, chunk_size=settings.score_chunk_size)
+        campaign.ensure_indexes()
+        return campaign
+
+    def __enter__(self) -> Campaign:
+        return self
+
+    def __exit__(self, *_) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.database.close()
+
+    def __getitem__(self, name: str):
+        """A collection (pymongo ``Collection`` on a server, ``SqliteCollection`` embedded)."""
+        return self.database[name]
+
+    def ensure_indexes(self) -> None:
+        for name, indexes in INDEXES.items():
+            for fields in indexes:
+                self[name].create_index([(f, 1) for f in fields])
+
+    # structures -------------------------------------------------------------------------
+    def add_structures(self, loop: str, iteration: int, records: Sequence[StructureRecord],
+                       stage: str = "candidate") -> StructureSet:
+        """Store ``records`` (geometry in chunks, one row each) for an iteration; their reference."""
+        chunks, sizes, rows = [], [], []
+        for start, batch in self._batches(records):
+            chunk = f"{loop}/{iteration}/s/{uuid.uuid4().hex[:12]}"
+            data = pack([r.id for r in batch], {
+                "numbers": [np.asarray(r.numbers, dtype=np.int16) for r in batch],
+                "cell": [np.asarray(r.cell, dtype=float) for r in batch],
+                "positions": [np.asarray(r.positions, dtype=float) for r in batch],
+                "pbc": [np.asarray(r.pbc, dtype=bool) for r in batch],
+            })
+            self.database.chunks.put(chunk, loop, _checked(data, chunk))
+            chunks.append(chunk)
+            sizes.append(len(batch))
+            rows += [{"loop": loop, "iteration": iteration, "id": r.id, "stage": stage, "source": r.source,
+                      "n_atoms": r.n_atoms, "formula": r.formula, "chemical_system": chemical_system(r.numbers),
+                      "chunk": chunk, "index": start + k} for k, r in enumerate(batch)]
+        self[STRUCTURES].insert_many(rows)
+        return StructureSet(loop=loop, iteration=iteration, chunks=chunks, sizes=sizes)
+
+    def _batches(self, items: Sequence) -> Iterable[tuple[int, Sequence]]:
+        for start in range(0, len(items), self.chunk_size):
+            yield start, items[start:start + self.chunk_size]
+
+    def structures(self, reference: StructureSet) -> list[StructureRecord]:
+        """The structures of a set, in order, with their sources."""
+        sources = {row["id"]: row.get("source") for row in self[STRUCTURES].find(
+            {"loop": reference.loop, "iteration": reference.iteration, "chunk": {"$in": reference.chunks}},
+            {"id": 1, "source": 1})}
+        out = []
+        for chunk in reference.chunks:
+            out += self.chunk_structures(chunk, sources)
+        return out
+
+    def chunk_structures(self, chunk: str, sources: Mapping[str, str | None] | None = None) -> list[StructureRecord]:
+        ids, arrays = unpack(self.database.chunks.get(chunk))
+        sources = sources or {}
+        return [StructureRecord(id=i, numbers=numbers.tolist(), cell=cell.reshape(3, 3).tolist(),
+                                positions=positions.reshape(-1, 3).tolist(), pbc=tuple(bool(p) for p in pbc),
+                                source=sources.get(i))
+                for i, numbers, cell, positions, pbc in zip(ids, arrays["numbers"], arrays["cell"],
+                                                            arrays["positions"], arrays["pbc"])]
+
+    def rows(self, reference: StructureSet, fields: Sequence[str] = ()) -> list[dict]:
+        """The set's rows in set order (``fields`` only, when given)."""
+        rows = self[STRUCTURES].find({"loop": reference.loop, "iteration": reference.iteration,
+                                      "chunk": {"$in": reference.chunks}},
+                                     {f: 1 for f in (*fields, "chunk", "index")} if fields else None)
+        order = {c: k for k, c in enumerate(reference.chunks)}
+        return sorted(rows, key=lambda r: (order[r["chunk"]], r["index"]))
+
+    def structures_by_id(self, loop: str, ids: Iterable[str]) -> dict[str, StructureRecord]:
+        """The newest stored geometry of each id (any iteration of the loop)."""
+        wanted = set(ids)
+        chunk_of = {}
+        for row in self[STRUCTURES].find({"loop": loop}, {"id": 1, "chunk": 1, "source": 1}):
+            if row["id"] in wanted:
+                chunk_of[row["id"]] = (row["chunk"], row.get("source"))
+        out: dict[str, StructureRecord] = {}
+        for chunk in dict.fromkeys(c for c, _ in chunk_of.values()):
+            sources = {i: s for i, (c, s) in chunk_of.items() if c == chunk}
+            out.update({r.id: r for r in self.chunk_structures(chunk, sources) if r.id in sources})
+        return out
+
+    def update_structures(self, loop: str, iteration: int, updates: Mapping[str, Mapping[str, Any]]) -> None:
+        """Set fields (U, route, status, ...) on an iteration's rows, by id; rows keep their geometry chunk."""
+        rows = list(self[STRUCTURES].find({"loop": loop, "iteration": iteration}))
+        for row in rows:
+            row.pop("_id", None)
+            row.update(updates.get(row["id"], {}))
+        self[STRUCTURES].delete_many({"loop": loop, "iteration": iteration})
+        self[STRUCTURES].insert_many(rows)
+
+    # labels -----------------------------------------------------------------------------
+    def add_labels(self, loop: str, iteration: int, rows: Sequence[Mapping[str, Any]],
+                   forces: Sequence[np.ndarray | None], stress: Sequence[np.ndarray | None]) -> None:
+        """Store an iteration's labels (replacing any it stored before): rows, forces and stresses in chunks."""
+        self[LABELS].delete_many({"loop": loop, "iteration": iteration})
+        documents = []
+        for start, batch in self._batches(list(range(len(rows)))):
+            chunk = f"{loop}/{iteration}/l/{uuid.uuid4().hex[:12]}"
+            ids = [rows[k]["id"] for k in batch]
+            data = pack(ids, {"forces": [forces[k] for k in batch], "stress": [stress[k] for k in batch]})
+            self.database.chunks.put(chunk, loop, _checked(data, chunk))
+            documents += [{**rows[k], "loop": loop, "iteration": iteration, "chunk": chunk, "index": k - start}
+                          for k in batch]
+        if documents:
+            self[LABELS].insert_many(documents)
+
+    def labels(self, query: Mapping[str, Any]) -> list[tuple[dict, np.ndarray | None, np.ndarray | None]]:
+        """Label rows matching ``query`` with their forces and stress arrays."""
+        rows = [row for row in self[LABELS].find(dict(query))]
+        out = []
+        by_chunk: dict[str, list[dict]] = {}
+        for row in rows:
+            row.pop("_id", None)
+            by_chunk.setdefault(row["chunk"], []).append(row)
+        for chunk, chunk_rows in by_chunk.items():
+            _, arrays = unpack(self.database.chunks.get(chunk))
+            for row in chunk_rows:
+                k = row["index"]
+                out.append((row, arrays["forces"][k], arrays["stress"][k]))
+        return out
+
+    def add_pairs(self, loop: str, iteration: int, pairs: Sequence[Mapping[str, Any]]) -> None:
+        self[PAIRS].delete_many({"loop": loop, "iteration": iteration})
+        if pairs:
+            self[PAIRS].insert_many([{**p, "loop": loop, "iteration": iteration} for p in pairs])
+
+    def pairs(self, loop: str, up_to: int) -> list[dict]:
+        return [_without_id(p) for p in self[PAIRS].find({"loop": loop, "iteration": {"$lte": up_to}})]
+
+    # loop documents -----------------------------------------------------------------------
+    def put_loop_document(self, loop: str, iteration: int, kind: str, document: Mapping[str, Any]) -> None:
+        self[LOOPS].delete_many({"loop": loop, "iteration": iteration, "kind": kind})
+        self[LOOPS].insert_many([{**document, "loop": loop, "iteration": iteration, "kind": kind}])
+
+    def loop_documents(self, loop: str, kind: str) -> list[dict]:
+        """A loop's documents of one kind, by iteration."""
+        docs = [_without_id(d) for d in self[LOOPS].find({"loop": loop, "kind": kind})]
+        return sorted(docs, key=lambda d: d["iteration"])
+
+    def remove_loop(self, loop: str) -> None:
+        """Delete every row and chunk of a loop (a submission that failed leaves nothing behind)."""
+        for name in (STRUCTURES, LABELS, PAIRS, LOOPS):
+            self[name].delete_many({"loop": loop})
+        self.database.chunks.remove_loop(loop)
+
+    def loops(self) -> list[str]:
+        return sorted(self[STRUCTURES].distinct("loop"))
+
+
+def _checked(data: bytes, chunk: str) -> bytes:
+    if len(data) > MAX_CHUNK_BYTES:
+        raise ValueError(f"array chunk {chunk} would hold {len(data)} bytes (limit {MAX_CHUNK_BYTES}): "
+                         "lower score_chunk_size")
+    return data
+
+
+def _without_id(doc: dict) -> dict:
+    doc.pop("_id", None)
+    return doc
+
+
+def records_of(structures: StructureSet | Sequence[StructureRecord], only: Iterable[str] | None = None,
+               ) -> list[StructureRecord]:
+    """The structures themselves: loaded from the campaign database when given by reference; ``only`` these ids."""
+    if isinstance(structures, StructureSet):
+        with Campaign.open() as campaign:
+            records = campaign.structures(structures)
+    else:
+        records = list(structures)
+    if only is None:
+        return records
+    wanted = set(only)
+    return [r for r in records if r.id in wanted]
+
+
+def structure_ids(structures: StructureSet | Sequence[StructureRecord]) -> tuple[list[str], list[int]]:
+    """Ids and atom counts in order, without loading geometry when given by reference."""
+    if not isinstance(structures, StructureSet):
+        return [s.id for s in structures], [s.n_atoms for s in structures]
+    with Campaign.open() as campaign:
+        rows = campaign.rows(structures, ("id", "n_atoms"))
+    return [r["id"] for r in rows], [r["n_atoms"] for r in rows]
