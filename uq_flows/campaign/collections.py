@@ -106,6 +106,13 @@ def _project(doc: dict, projection: Mapping[str, Any] | Sequence[str] | None) ->
     return out
 
 
+class UpdateResult:
+    """What pymongo's ``update_one`` returns, as far as the data plane reads it."""
+
+    def __init__(self, modified_count: int):
+        self.modified_count = modified_count
+
+
 class SqliteCollection:
     """One collection of the embedded campaign database (a table of JSON documents)."""
 
@@ -127,6 +134,22 @@ class SqliteCollection:
         with self.database.lock, self.database.connection:
             self.database.connection.executemany(f'INSERT INTO "{self.name}" (doc) VALUES (?)', rows)
         return len(rows)
+
+    def update_one(self, query: Mapping[str, Any], update: Mapping[str, Mapping[str, Any]]) -> UpdateResult:
+        """``{"$set": {field: value}}`` on the first match (atomic: a conditional update claims a document)."""
+        if set(update) != {"$set"} or not update["$set"]:
+            raise UnsupportedQuery("the embedded store updates with {'$set': {...}} only")
+        where, params = _where(query)
+        assignments, values = [], []
+        for field, value in update["$set"].items():
+            _path(field)
+            assignments.append(f"'$.{field}', json(?)")
+            values.append(json.dumps(jsonable(value)))
+        with self.database.lock, self.database.connection:
+            cursor = self.database.connection.execute(
+                f'UPDATE "{self.name}" SET doc = json_set(doc, {", ".join(assignments)}) '
+                f'WHERE n = (SELECT n FROM "{self.name}" WHERE {where} ORDER BY n LIMIT 1)', values + params)
+        return UpdateResult(cursor.rowcount)
 
     def delete_many(self, query: Mapping[str, Any]) -> int:
         where, params = _where(query)

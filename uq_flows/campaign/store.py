@@ -226,6 +226,21 @@ class Campaign:
         self[LOOPS].delete_many({"loop": loop, "iteration": iteration, "kind": kind})
         self[LOOPS].insert_many([{**document, "loop": loop, "iteration": iteration, "kind": kind}])
 
+    def loop_document(self, loop: str, iteration: int, kind: str) -> dict | None:
+        doc = self[LOOPS].find_one({"loop": loop, "iteration": iteration, "kind": kind})
+        return None if doc is None else _without_id(doc)
+
+    def claim_next(self, loop: str, iteration: int, by: str) -> bool:
+        """Atomically mark the iteration after ``iteration`` as being submitted (by ``by``); False if taken."""
+        result = self[LOOPS].update_one({"loop": loop, "iteration": iteration, "kind": "state", "next_status": "pending"},
+                                        {"$set": {"next_status": "submitted", "next_claimed_by": by}})
+        return result.modified_count == 1
+
+    def release_next(self, loop: str, iteration: int) -> None:
+        """Give a claim back (the submission failed): the next advance or resume tries again."""
+        self[LOOPS].update_one({"loop": loop, "iteration": iteration, "kind": "state", "next_status": "submitted"},
+                               {"$set": {"next_status": "pending"}})
+
     def loop_documents(self, loop: str, kind: str) -> list[dict]:
         """A loop's documents of one kind, by iteration."""
         docs = [_without_id(d) for d in self[LOOPS].find({"loop": loop, "kind": kind})]

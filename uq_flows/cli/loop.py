@@ -55,13 +55,13 @@ def _prepare(config_path: Path):
 
 
 def _submit(loop_config, candidates, lp):
-    """Store the candidates, build the loop's flow and submit it; on failure nothing of the loop stays stored."""
+    """Store the candidates and submit the loop's first iteration; on failure nothing of the loop stays stored."""
     from uq_flows.campaign import Campaign
-    from uq_flows.flows.loop import LoopMaker
-    from uq_flows.manager.submit import submit_flow
+    from uq_flows.flows.loop import store_candidates
+    from uq_flows.manager.advance import submit_iteration
 
     try:
-        return submit_flow(LoopMaker().make(loop_config, candidates), lp, loop=loop_config.name)
+        return submit_iteration(lp, loop_config, 0, store_candidates(loop_config, candidates), 0)
     except BaseException:
         with Campaign.open() as campaign:
             campaign.remove_loop(loop_config.name)

@@ -4,8 +4,9 @@ One iteration: candidates → score (uMLIP ensemble, U) → threshold → label 
 teacher below) → training pool → ACE ensemble fit → MD with the fit → CAGO → QBC + DIRECT
 → the next candidates. Each iteration is a job that replaces itself with that flow once its
 inputs exist (jobflow ``Response(replace=...)``); a loop-state job at the end of every
-iteration records progress and adds the next iteration while no convergence criterion is
-met. Every job carries ``metadata = {uq_flows_loop, iteration}`` and the jobs status,
+iteration records progress and names the next iteration while no convergence criterion is
+met (each iteration is a workflow of its own: ``uq_flows.manager.advance`` submits the next
+one). Every job carries ``metadata = {uq_flows_loop, iteration}`` and the jobs status,
 results and resume look for also their stage (``uq_flows_stage``, see ``uq_flows.stages``).
 
 The loop's state lives in the campaign database (``uq_flows.campaign``), not in job inputs:
@@ -20,11 +21,10 @@ usual HPC setup); their contents also stay in the JobStore's data store.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 from ase.data import atomic_numbers
-from jobflow import CURRENT_JOB, Flow, Maker, OnMissing, Response, job
+from jobflow import CURRENT_JOB, Flow, OnMissing, Response, job
 from monty.json import MontyDecoder
 from pydantic import BaseModel, Field
 
@@ -398,7 +398,12 @@ def loop_state_job(config: LoopConfig, iteration: int, record: IterationRecord, 
                    next_candidates: list[StructureRecord] | None, pool_info: dict | None = None,
                    prefilter_note: str | None = None, calibration: CalibrationDocument | None = None,
                    cago_note: str | None = None) -> Response:
-    """Record the iteration and decide: stop (a criterion is met) or store the next candidates and add the next iteration."""
+    """Record the iteration and decide: stop (a criterion is met) or store the next candidates.
+
+    The loop-state document (``campaign_loops``, kind ``state``) then names the next iteration
+    (``next``, ``next_status: pending``); the iteration's advance firework submits it as a new
+    workflow (``uq_flows.manager.advance``), so no workflow grows with the campaign.
+    """
     next_candidates = next_candidates or []
     pool_info = pool_info or {}
     counts = IterationCounts(**record.model_dump(include=set(IterationCounts.model_fields)))
@@ -430,12 +435,14 @@ def loop_state_job(config: LoopConfig, iteration: int, record: IterationRecord, 
         n_next_candidates=len(next_candidates), converged=reason is not None, reason=reason or "continuing",
         continuation=None if following is None else {"config": config, "next_candidates": following},
     )
+    document = state.model_dump(mode="json", exclude={"continuation"})
+    if following is not None:
+        document.update(next={"iteration": iteration + 1, "candidates": following.model_dump(),
+                              "dft_so_far": counts.dft_total, "config": config.model_dump(mode="json")},
+                        next_status="pending")
     with Campaign.open() as campaign:
-        campaign.put_loop_document(config.name, iteration, "state", state.model_dump(mode="json", exclude={"continuation"}))
-    if following is None:
-        return Response(output=state)
-    new = new_iteration(config, iteration + 1, following, counts.dft_total)
-    return Response(output=state, addition=_tagged(Flow([new], output=new.output), config, iteration + 1))
+        campaign.put_loop_document(config.name, iteration, "state", document)
+    return Response(output=state)
 
 
 def calibration_summary(document: CalibrationDocument | None) -> dict | None:
@@ -486,25 +493,14 @@ def loop_folder(config: LoopConfig) -> Path:
     return Path(config.workdir or get_settings().home.expanduser() / "loops" / config.name)
 
 
-@dataclass
-class LoopMaker(Maker):
-    """The whole loop from a config: the first iteration; later ones are added as it runs.
-
-    The initial candidates are stored in the campaign database here (iteration 0); the flow
-    carries their reference.
-    """
-
-    name: str = "uq-flows loop"
-
-    def make(self, config: LoopConfig, candidates: list[StructureRecord]) -> Flow:
-        if not candidates:
-            raise ValueError("the loop needs initial candidates")
-        with Campaign.open() as campaign:
-            if campaign[STRUCTURES].count_documents({"loop": config.name}):
-                raise ValueError(f"loop {config.name!r} is already in the campaign database: choose another name")
-            stored = campaign.add_structures(config.name, 0, candidates)
-        first = new_iteration(config, 0, stored, 0)
-        return _tagged(Flow([first], output=first.output, name=f"{self.name} {config.name}"), config, 0)
+def store_candidates(config: LoopConfig, candidates: list[StructureRecord]) -> StructureSet:
+    """Store a new loop's initial candidates (iteration 0) in the campaign database; their reference."""
+    if not candidates:
+        raise ValueError("the loop needs initial candidates")
+    with Campaign.open() as campaign:
+        if campaign[STRUCTURES].count_documents({"loop": config.name}):
+            raise ValueError(f"loop {config.name!r} is already in the campaign database: choose another name")
+        return campaign.add_structures(config.name, 0, candidates)
 
 
 def new_iteration(config: LoopConfig, iteration: int, candidates: StructureSet, dft_so_far: int,

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from jobflow import Flow
 from monty.json import MontyDecoder
 
-from uq_flows.flows.loop import _tagged, new_iteration
 from uq_flows.labeling.labels import Label
 from uq_flows.manager.status import loop_status
 from uq_flows.manager.stores import open_jobstore
-from uq_flows.manager.submit import loop_fw_ids, submit_flow
+from uq_flows.manager.advance import submit_iteration
+from uq_flows.manager.submit import loop_fw_ids
 from uq_flows.stages import DFT_LABEL, ITERATION, LOOP_KEY, LOOP_STATE, STAGE_KEY
 
 if TYPE_CHECKING:
@@ -61,7 +60,6 @@ def rebuild_loop(lp: LaunchPad, loop: str) -> dict | None:
     stuck = [fw["fw_id"] for fw in lp.fireworks.find({"fw_id": {"$in": fw_ids}, "state": "WAITING"}, {"fw_id": 1})]
     for fw_id in broken + stuck:
         lp.defuse_fw(fw_id)
-    again = new_iteration(config, iteration, candidates, dft_so_far, reuse_dft=True)
-    submission = submit_flow(_tagged(Flow([again], output=again.output), config, iteration), lp, loop=loop)
+    submission = submit_iteration(lp, config, iteration, candidates, dft_so_far, reuse_dft=True)
     return {"iteration": iteration, "defused": broken + stuck, "reused_dft_labels": n_known,
             "workflow_id": submission.workflow_id}

@@ -4,7 +4,8 @@ Each job's ``manager_config`` (``_category`` set by the Makers' ``category`` fie
 its firework's spec, so a ``gpu`` job only runs on an fworker with ``category: gpu``. Jobs
 without a category get ``default_category``. The workflow's ``metadata`` holds the loop id
 (``LOOP_KEY``); status and resume find a loop's fireworks through it, including fireworks
-added later by jobs that replace themselves (they join the same workflow).
+added later by jobs that replace themselves (they join the same workflow). A loop has one
+workflow per iteration (``uq_flows.manager.advance``).
 """
 
 from __future__ import annotations
@@ -86,10 +87,15 @@ def submit_flow(
     metadata: dict[str, Any] | None = None,
 ) -> Submission:
     """Convert ``flow`` (``to_workflow``) and add it to ``launchpad`` (default: ``open_launchpad()``)."""
+    wf = to_workflow(flow, loop=loop, store=store, default_category=default_category, name=name, metadata=metadata)
+    return submit_workflow(wf, launchpad, loop=loop)
+
+
+def submit_workflow(wf: Workflow, launchpad: LaunchPad | None = None, *, loop: str | None = None) -> Submission:
+    """Add a converted workflow to ``launchpad`` (default: ``open_launchpad()``); what was added."""
     from uq_flows.manager.launchpad import open_launchpad, save_launchpad
 
-    wf = to_workflow(flow, loop=loop, store=store, default_category=default_category, name=name, metadata=metadata)
-    uuids = {fw.fw_id: fw.tasks[0]["job"].uuid for fw in wf.fws}
+    uuids = {fw.fw_id: fw.tasks[0]["job"].uuid for fw in wf.fws if "job" in fw.tasks[0]}
     categories: dict[str, int] = {}
     for fw in wf.fws:
         key = fw.spec.get("_category") or "(none)"
@@ -97,7 +103,7 @@ def submit_flow(
     lp = launchpad or open_launchpad()
     id_map = lp.add_wf(wf)
     save_launchpad(lp)
-    fw_ids = {uuids[old]: new for old, new in id_map.items()}
+    fw_ids = {uuids[old]: new for old, new in id_map.items() if old in uuids}
     return Submission(loop=loop, workflow_id=min(id_map.values()), fw_ids=fw_ids, categories=categories)
 
 
