@@ -77,6 +77,10 @@ class UqFlowsSettings(BaseSettings):
     db_uri: SecretStr | None = Field(
         None, description="MongoDB URI for launchpad and JobStore (environment or config file only; never printed)."
     )
+    campaign_uri: SecretStr | None = Field(
+        None, description="MongoDB URI of the campaign collections (default: db_uri; unset and no db_uri: "
+        "campaign.sqlite under home). Required with launchpad_file/jobstore_file: workers must share it.",
+    )
     db_name: str = Field("uq_flows", description="Database name when db_uri names none.")
     db_timeout_ms: int = Field(5000, ge=100, description="Server selection and connect timeout (ms).")
     max_retries: int = Field(2, ge=0, description="Reruns of a fizzled or lost job before it is left FIZZLED.")

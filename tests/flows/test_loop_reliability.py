@@ -246,7 +246,7 @@ def test_sigkill_during_a_reference_label_then_resume(wire_files, tmp_path, monk
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_5000_structure_iteration_keeps_every_document_under_1_mb(tmp_path):
+def test_5000_structure_iteration_keeps_every_jobstore_document_under_100_kb(tmp_path):
     from jobflow import run_locally
 
     from uq_flows.manager.stores import MAX_DOCUMENT_BYTES, open_jobstore

@@ -65,7 +65,7 @@ def test_unreachable_database_stops_doctor_and_resume(monkeypatch):
     port = _unreachable(monkeypatch)
     result = run_json("doctor", expect=1)
     failed = {row["check"]: row["detail"] for row in result["checks"] if row["status"] == "fail"}
-    assert set(failed) == {"launchpad", "jobstore"} and str(port) in failed["launchpad"]
+    assert set(failed) == {"launchpad", "jobstore", "campaign"} and str(port) in failed["launchpad"]
     start = time.monotonic()
     out = run("resume", "--json", expect=2)
     assert time.monotonic() - start < 5

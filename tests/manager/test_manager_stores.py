@@ -1,4 +1,4 @@
-"""JobStores: embedded MontyStore, MongoDB (wire server) with GridFS data, files, references, 1 MB guard."""
+"""JobStores: embedded MontyStore, MongoDB (wire server) with GridFS data, files, references, the 100 kB guard."""
 
 from __future__ import annotations
 

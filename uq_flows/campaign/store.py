@@ -29,6 +29,7 @@ from pydantic import BaseModel, Field
 
 from uq_flows.campaign.arrays import pack, unpack
 from uq_flows.campaign.collections import MAX_CHUNK_BYTES, MongoDatabase, SqliteDatabase
+from uq_flows.errors import UqFlowsError
 from uq_flows.records import StructureRecord
 from uq_flows.settings import UqFlowsSettings, get_settings
 
@@ -40,6 +41,10 @@ INDEXES = {
     PAIRS: [("loop", "iteration")],
     LOOPS: [("loop", "iteration", "kind")],
 }
+
+
+class CampaignDatabaseError(UqFlowsError):
+    """The campaign database cannot be chosen or reached."""
 
 
 class StructureSet(BaseModel):
@@ -73,12 +78,17 @@ class Campaign:
 
     @classmethod
     def open(cls, settings: UqFlowsSettings | None = None) -> Campaign:
-        """The database the settings select: the server of ``db_uri``, else ``$UQ_FLOWS_HOME/campaign.sqlite``."""
+        """The database the settings select: ``campaign_uri`` or ``db_uri``, else ``$UQ_FLOWS_HOME/campaign.sqlite``."""
         settings = settings or get_settings()
-        if settings.db_uri is not None and settings.db_uri.get_secret_value():
+        uri = next((u.get_secret_value() for u in (settings.campaign_uri, settings.db_uri)
+                    if u is not None and u.get_secret_value()), None)
+        if uri is None and (settings.launchpad_file or settings.jobstore_file):
+            raise CampaignDatabaseError(
+                "the launchpad or JobStore is configured by file, but the campaign collections have no server: set "
+                "UQ_FLOWS_CAMPAIGN_URI (or UQ_FLOWS_DB_URI) to the MongoDB every worker reaches")
+        if uri is not None:
             import pymongo
 
-            uri = settings.db_uri.get_secret_value()
             client = pymongo.MongoClient(uri, serverSelectionTimeoutMS=settings.db_timeout_ms,
                                          connectTimeoutMS=settings.db_timeout_ms)
             name = pymongo.uri_parser.parse_uri(uri).get("database") or settings.db_name

@@ -106,6 +106,7 @@ def preflight(*, executables: Iterable[str] = (), database: bool = True):
         return settings, None, None
     lp = open_launchpad(settings, check=True)
     store = open_jobstore(settings, check=True)
+    open_campaign(settings).close()
     return settings, lp, store
 
 
@@ -247,7 +248,26 @@ def _databases(settings: UqFlowsSettings) -> list[Check]:
             store.close()
     except Exception as error:
         rows.append(Check("jobstore", FAIL, _short(error), "check jobstore_file / db_uri and that the server runs"))
+    try:
+        with open_campaign(settings) as campaign:
+            info = campaign.database.describe()
+        rows.append(Check("campaign", OK, ", ".join(f"{k} {v}" for k, v in info.items())))
+    except Exception as error:
+        rows.append(Check("campaign", FAIL, _short(error), "set campaign_uri or db_uri to a server every worker reaches"))
     return rows
+
+
+def open_campaign(settings: UqFlowsSettings):
+    """The campaign database, reachable (a server is pinged): ``CampaignDatabaseError`` otherwise."""
+    from uq_flows.campaign import Campaign
+    from uq_flows.campaign.store import CampaignDatabaseError
+
+    try:
+        return Campaign.open(settings)
+    except CampaignDatabaseError:
+        raise
+    except Exception as error:
+        raise CampaignDatabaseError(f"cannot reach the campaign database: {_short(error)}") from None
 
 
 def format_jobstore(info: dict[str, Any]) -> str:

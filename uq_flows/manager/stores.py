@@ -40,7 +40,7 @@ from uq_flows.manager.config import (
 from uq_flows.settings import UqFlowsSettings
 
 DATA_STORE = "data"
-MAX_DOCUMENT_BYTES = 1_000_000  # the issue's limit for one document of the documents store
+MAX_DOCUMENT_BYTES = 100_000  # campaign scale: no JobStore document over 100 kB (issue 14)
 _TARGET_BYTES = int(0.9 * MAX_DOCUMENT_BYTES)
 _BLOB_REFERENCE_BYTES = 150  # what a moved field leaves behind (class, module, blob_uuid, store)
 DOCS_COLLECTION = "outputs"
@@ -170,7 +170,7 @@ class _StoreReference:
 
 
 class ConfiguredJobStore(JobStore):
-    """A JobStore that serialises as a reference and keeps documents under 1 MB.
+    """A JobStore that serialises as a reference and keeps documents under 100 kB.
 
     ``as_dict`` gives only ``{"@module", "@class"}``; ``from_dict`` (run by FireWorks on the
     worker) returns ``open_jobstore()`` of the worker's settings. Documents larger than
@@ -217,7 +217,8 @@ class ConfiguredJobStore(JobStore):
         output = plain.get("output")
         rest = size - _bson_size({"output": output})
         if rest > _TARGET_BYTES:
-            raise ManagerError(f"job {plain.get('name')!r}: its document without output is {rest} bytes, over 1 MB")
+            raise ManagerError(f"job {plain.get('name')!r}: its document without output is {rest} bytes, "
+                               f"over {MAX_DOCUMENT_BYTES}")
         if DATA_STORE not in self.additional_stores:
             raise ManagerError(f"job {plain.get('name')!r}: output of {size} bytes needs a '{DATA_STORE}' store")
         moves: list[list[str]] = []
