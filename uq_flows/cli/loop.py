@@ -211,7 +211,7 @@ def results(
     if source not in (None, "dft", "teacher"):
         fail("--source must be dft or teacher")
     with quiet_stdout(), connect() as (_, store):
-        loop = loop or only_loop(store)
+        loop = loop or only_loop()
         structures, labels = training_pool(loop)
     chosen = [x for x in labels
               if (iteration is None or x.iteration == iteration) and (source is None or x.kind == source)
@@ -249,7 +249,7 @@ def report(
     if out.exists() and not out.is_dir():
         fail(f"--out {out}: exists and is not a folder")
     with quiet_stdout(), connect() as (lp, store):
-        loop = loop or only_loop(store)
+        loop = loop or only_loop()
         entries = loop_overview(lp, store, loop)["loops"]
         if not entries:
             fail(f"no loop {loop!r} in the database")

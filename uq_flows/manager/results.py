@@ -26,7 +26,7 @@ from uq_flows.labeling.pool import AUDIT_KEY
 from uq_flows.report import LoopReport
 from uq_flows.campaign import STRUCTURES, Campaign
 from uq_flows.flows.campaign_pool import load_pool
-from uq_flows.stages import ASSEMBLE, LOOP_KEY, LOOP_STATE, SCORE, STAGE_KEY, THRESHOLD
+from uq_flows.stages import ASSEMBLE, LOOP_KEY, SCORE, STAGE_KEY, THRESHOLD
 from uq_flows.uncertainty import ReferenceErrors
 
 if TYPE_CHECKING:
@@ -66,19 +66,19 @@ def _newest_per_iteration(store: JobStore, stage: str, loop: str) -> dict[int, A
     return {iteration: _decode(doc) for iteration, doc in sorted(newest.items())}
 
 
-def iteration_summaries(store: JobStore, loop: str) -> list[dict]:
-    """The loop-state documents of finished iterations (``IterationSummary`` fields), in order."""
-    summaries = _newest_per_iteration(store, LOOP_STATE, loop)
-    return [s.model_dump(exclude={"continuation"}) if hasattr(s, "model_dump") else s for s in summaries.values()]
+def iteration_summaries(loop: str) -> list[dict]:
+    """The loop-state documents of finished iterations (``IterationSummary`` fields), in order, from
+    ``campaign_loops``."""
+    with Campaign.open() as campaign:
+        documents = campaign.loop_documents(loop, "state")
+    fields = set(IterationSummary.model_fields) - {"continuation"}
+    return [{k: v for k, v in doc.items() if k in fields} for doc in documents]
 
 
-def loop_ids(store: JobStore) -> list[str]:
-    """Every loop with a document in the store."""
-    return sorted(store.distinct(f"metadata.{LOOP_KEY}", {f"metadata.{LOOP_KEY}": {"$exists": True}}))
-
-
-def only_loop(store: JobStore) -> str:
-    loops = loop_ids(store)
+def only_loop() -> str:
+    """The one loop of the campaign database (an error naming them when there are several)."""
+    with Campaign.open() as campaign:
+        loops = campaign.loops()
     if len(loops) != 1:
         raise InputError(f"name the loop: the database holds {len(loops)} ({', '.join(loops) or 'none'})")
     return loops[0]
@@ -93,7 +93,7 @@ def loop_overview(lp: LaunchPad, store: JobStore, loop: str | None = None) -> di
     for entry in loop_status(lp, loop)["loops"]:
         if entry["loop"] is None:
             continue
-        iterations = iteration_summaries(store, entry["loop"])
+        iterations = iteration_summaries(entry["loop"])
         state = STATES.get(entry["state"], "running")
         if state == "completed" and iterations and not iterations[-1]["converged"]:
             state = "running"  # the next iteration has not been added yet
@@ -127,11 +127,11 @@ def report_data(store: JobStore, loop: str, state: str = "unknown") -> LoopRepor
     scores = _newest_per_iteration(store, SCORE, loop)
     routings = _newest_per_iteration(store, THRESHOLD, loop)
     datasets = _newest_per_iteration(store, ASSEMBLE, loop)
-    finished = {row["iteration"]: row for row in iteration_summaries(store, loop)}
+    finished = {row["iteration"]: row for row in iteration_summaries(loop)}
     if not (scores or finished):
         raise InputError(f"loop {loop!r} has no results yet (nothing scored)")
     rows, dft_so_far = [], 0
-    candidate_u, errors, audit = [], [], []
+    errors, audit = [], []
     for iteration in sorted(set(scores) | set(finished)):
         if iteration in finished:
             row = {**finished[iteration], "complete": True}
@@ -143,11 +143,12 @@ def report_data(store: JobStore, loop: str, state: str = "unknown") -> LoopRepor
         row["uc"] = routings[iteration].uc if iteration in routings else None
         rows.append(row)
         if iteration in scores:
-            candidate_u += [s.U for s in scores[iteration].structures if s.U is not None]
             if iteration in datasets:
                 errors.append(dft_force_errors(scores[iteration], datasets[iteration], iteration))
                 audited = [x for x in datasets[iteration].labels if x.provenance.get(AUDIT_KEY)]
                 audit.append(force_errors(scores[iteration], audited, iteration))
+    with Campaign.open() as campaign:
+        candidate_u = [d["U"] for d in campaign[STRUCTURES].find({"loop": loop, "U": {"$ne": None}}, {"U": 1})]
     members = next(iter(scores.values())).members if scores else []
     return LoopReport(loop=loop, state=state, members=members, iterations=rows,
                       candidate_u=np.array(candidate_u, float), dft=ReferenceErrors.concatenate(errors),
