@@ -43,6 +43,8 @@ class DftConfig(_Strict):
         None, description="If the labeller is cp2k and CP2K is not installed: use this calculator instead, loudly."
     )
     min_success_fraction: float = Field(0.8, ge=0, le=1)
+    batch_size: int = Field(1, ge=1, description="Structures per DFT job (small cells: fewer fireworks; CP2K and "
+                                                 "calculator labellers; VASP runs one job per structure).")
 
 
 class TeacherConfig(_Strict):

@@ -212,6 +212,7 @@ def iteration_job(config: LoopConfig, iteration: int, candidates: StructureSet, 
         assemble_maker=AssembleMaker(min_success_fraction=config.dft.min_success_fraction, iteration=iteration,
                                      loop=config.name, align_energies=False, max_residual=config.align_max_residual),
         screens=config.screens,
+        dft_batch_size=config.dft.batch_size,
     ).make(candidates, routing)
     references = None
     if config.select.formation_energy_prefilter and "elemental_references" not in config.select.qbc_config \
@@ -245,9 +246,10 @@ def reuse_labels(routing: RoutingDocument, loop: str) -> RoutingDocument:
     have = {x.id for x in routing.audit_labels}
     reused = {}
     for doc in known:
-        label = MontyDecoder().process_decoded(doc.get("output"))
-        if isinstance(label, Label) and label is not None and label.ok and label.id in dft_ids and label.id not in have:
-            reused[label.id] = label
+        output = MontyDecoder().process_decoded(doc.get("output"))
+        for label in output if isinstance(output, list) else [output]:
+            if isinstance(label, Label) and label.ok and label.id in dft_ids and label.id not in have:
+                reused[label.id] = label
     return routing.model_copy(update={"audit_labels": [*routing.audit_labels, *reused.values()]})
 
 

@@ -82,6 +82,18 @@ def cp2k_label(structure: StructureRecord, settings: Cp2kSettings, U: float | No
     return Cp2kLabeller.from_settings(settings).label(structure.to_atoms(), structure.id, Path.cwd(), U=U)
 
 
+@job(data=LABEL_DATA)
+def cp2k_label_batch(structures: list[StructureRecord], settings: Cp2kSettings, us: list[float | None]) -> list[Label]:
+    """CP2K single points of several small structures, one after another, each in its own folder."""
+    labeller = Cp2kLabeller.from_settings(settings)
+    labels = []
+    for structure, u in zip(structures, us):
+        folder = Path.cwd() / structure.id
+        folder.mkdir(exist_ok=True)
+        labels.append(labeller.label(structure.to_atoms(), structure.id, folder, U=u))
+    return labels
+
+
 @dataclass
 class Cp2kLabelMaker(Maker):
     """A CP2K single point per structure (PBE; METHODS §9)."""
@@ -95,15 +107,24 @@ class Cp2kLabelMaker(Maker):
         new_job.name = f"{self.name} {structure.id}"
         return set_category(tag_stage(new_job, DFT_LABEL), self.category)
 
+    def make_batch(self, structures: list[StructureRecord], us: list[float | None]) -> Job:
+        """One job for several structures (``dft_batch_size``); its output is their labels, in order."""
+        new_job = cp2k_label_batch(structures, self.settings, us)
+        new_job.name = f"{self.name} batch of {len(structures)} ({structures[0].id} ...)"
+        return set_category(tag_stage(new_job, DFT_LABEL), self.category)
+
 
 @job(data=LABEL_DATA)
-def calculator_label(structure: StructureRecord, calculator: str, U: float | None = None) -> Label:
-    """Reference label from an ASE calculator or member (a known truth such as EMT, or a stand-in)."""
-
+def calculator_label(structure: StructureRecord | list[StructureRecord], calculator: str,
+                     U: float | list[float | None] | None = None) -> Label | list[Label]:
+    """Reference label(s) from an ASE calculator or member (a known truth such as EMT, or a stand-in)."""
+    batch = isinstance(structure, list)
+    structures, us = (structure, U) if batch else ([structure], [U])
     spec = parse_member(calculator)
-    (label,) = teacher_labels([structure.to_atoms()], [structure.id], spec)
-    provenance = {**label.provenance, "stand_in_for_dft": True}
-    return label.model_copy(update={"kind": DFT, "U": U, "provenance": provenance})
+    labels = teacher_labels([s.to_atoms() for s in structures], [s.id for s in structures], spec)
+    labels = [label.model_copy(update={"kind": DFT, "U": u, "provenance": {**label.provenance, "stand_in_for_dft": True}})
+              for label, u in zip(labels, us)]
+    return labels if batch else labels[0]
 
 
 @dataclass
@@ -117,6 +138,12 @@ class CalculatorLabelMaker(Maker):
     def make(self, structure: StructureRecord, U: float | None = None) -> Job:
         new_job = calculator_label(structure, self.calculator, U)
         new_job.name = f"{self.name} {structure.id}"
+        return set_category(tag_stage(new_job, DFT_LABEL), self.category)
+
+    def make_batch(self, structures: list[StructureRecord], us: list[float | None]) -> Job:
+        """One job for several structures (``dft_batch_size``); its output is their labels, in order."""
+        new_job = calculator_label(structures, self.calculator, us)
+        new_job.name = f"{self.name} batch of {len(structures)} ({structures[0].id} ...)"
         return set_category(tag_stage(new_job, DFT_LABEL), self.category)
 
 
@@ -396,16 +423,18 @@ def assemble_job(structures: list[StructureRecord] | StructureSet, routing: Rout
                  ) -> DistilledDataset:
     """The distilled dataset; missing DFT or teacher outputs arrive as None and become failed labels.
 
-    ``teacher_labels``: one list of labels, or one list per teacher job (chunk).
+    ``dft_labels`` and ``teacher_labels``: labels, or lists of labels (a batch or chunk job each).
     """
     by_id = {s.id: s.to_atoms() for s in records_of(structures)}
-    dft = [*routing.audit_labels, *dft_labels]
-    chunks = teacher_labels or []
-    flat = [x for chunk in chunks for x in (chunk or [])] if any(isinstance(c, list) or c is None for c in chunks) \
-        else list(chunks)
-    teacher = [*routing.audit_teacher_labels, *flat]
+    dft = [*routing.audit_labels, *_flat(dft_labels)]
+    teacher = [*routing.audit_teacher_labels, *_flat(teacher_labels or [])]
     return assemble_dataset(by_id, routing.routes, dft, teacher, screened, min_success_fraction,
                             max_force, align_energies, iteration, loop, max_forces, max_residual)
+
+
+def _flat(outputs) -> list[Label | None]:
+    """Job outputs (a label, a list of labels, or None for a job that did not finish) as labels."""
+    return [x for output in outputs for x in (output if isinstance(output, list) else [output])]
 
 
 @dataclass
@@ -442,7 +471,7 @@ def label_stage_job(structures: list[StructureRecord] | StructureSet, routing: R
     """
     by_id = {s.id: s for s in records_of(structures)}
     audited = {label.id for label in routing.audit_labels}
-    rejected, dft_jobs, max_forces = [], [], {}
+    rejected, to_dft, max_forces = [], [], {}
     for route in routing.routes:
         if route.route in ("deferred", "rejected") or route.id in audited:
             continue
@@ -455,7 +484,8 @@ def label_stage_job(structures: list[StructureRecord] | StructureSet, routing: R
             kind = DFT if route.route == "dft" else TEACHER
             rejected.append(Label(id=route.id, status=REJECTED, kind=kind, source="screen", reason=problem))
         elif route.route == "dft":
-            dft_jobs.append(maker.dft_maker.make(by_id[route.id]))
+            to_dft.append(route)
+    dft_jobs = _dft_jobs(maker, [by_id[r.id] for r in to_dft], [r.U for r in to_dft])
     screened = {label.id for label in rejected}
     # teacher labels for teacher routes, and for DFT routes to align energies (METHODS §2)
     taught = [by_id[r.id] for r in routing.routes if r.route in ("dft", "teacher") and r.id not in screened
@@ -481,12 +511,22 @@ def label_stage_job(structures: list[StructureRecord] | StructureSet, routing: R
     return Response(replace=Flow([*jobs, assemble], output=assemble.output, name=maker.name))
 
 
+def _dft_jobs(maker: LabelStageMaker, structures: list[StructureRecord], us: list[float | None]) -> list:
+    """One DFT job per structure, or per ``dft_batch_size`` structures where the DFT Maker batches."""
+    size = maker.dft_batch_size
+    if size <= 1 or not hasattr(maker.dft_maker, "make_batch"):
+        return [maker.dft_maker.make(s) for s in structures]
+    return [maker.dft_maker.make_batch(structures[i:i + size], us[i:i + size]) for i in range(0, len(structures), size)]
+
+
 @dataclass
 class LabelStageMaker(Maker):
     """DFT for structures routed to DFT, teacher labels for the rest, then assembly.
 
     ``screens`` (per source: candidates, MD, CAGO) replace ``min_distance`` and the
     assembly's ``max_force`` when given (METHODS §7: the CAGO filters are for CAGO output).
+    ``dft_batch_size`` > 1 labels that many small structures per DFT job (CP2K and calculator
+    labellers; VASP keeps one atomate2 job per structure).
     """
 
     name: str = "label"
@@ -495,6 +535,7 @@ class LabelStageMaker(Maker):
     assemble_maker: AssembleMaker = field(default_factory=AssembleMaker)
     min_distance: float = DEFAULT_MIN_DISTANCE
     screens: SourceScreens | None = None
+    dft_batch_size: int = 1
     category: str | None = "cpu"
 
     def make(self, structures: list[StructureRecord] | StructureSet, routing) -> Job:

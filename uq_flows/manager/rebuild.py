@@ -47,7 +47,8 @@ def rebuild_loop(lp: LaunchPad, loop: str) -> dict | None:
     with store:
         summaries = [decode(d["output"]) for d in outputs(LOOP_STATE)]
         known = [decode(d["output"]) for d in outputs(DFT_LABEL)]
-    n_known = sum(isinstance(label, Label) and label.ok for label in known)
+    n_known = sum(isinstance(label, Label) and label.ok
+                  for output in known for label in (output if isinstance(output, list) else [output]))
     newest = max(summaries, key=lambda state: state.iteration, default=None)
     if newest is not None and newest.converged:
         return None

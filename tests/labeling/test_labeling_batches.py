@@ -1,0 +1,69 @@
+"""The label stage on structures given by reference: teacher jobs per stored chunk, DFT jobs in batches."""
+
+import math
+
+import numpy as np
+from ase.build import bulk
+from jobflow import run_locally
+
+from tests.conftest import flow_output
+from uq_flows.campaign import Campaign
+from uq_flows.labeling.jobs import (
+    AssembleMaker,
+    CalculatorLabelMaker,
+    LabelStageMaker,
+    RoutingDocument,
+    TeacherLabelMaker,
+)
+from uq_flows.labeling.routing import Route, count_routes
+from uq_flows.records import StructureRecord
+from uq_flows.settings import get_settings
+from uq_flows.stages import DFT_LABEL, STAGE_KEY, TEACHER_LABEL
+
+EMT = "emt=ase:ase.calculators.emt:EMT"
+
+
+def cells(n: int) -> list[StructureRecord]:
+    rng = np.random.default_rng(4)
+    out = []
+    for _ in range(n):
+        atoms = bulk("Cu", "fcc", 3.6, cubic=True)
+        atoms.positions += rng.normal(0, 0.05, atoms.positions.shape)
+        out.append(StructureRecord.from_atoms(atoms, source="generator:rattled"))
+    return out
+
+
+def label(job_store, tmp_path, records, dft_ids, batch_size):
+    stored = Campaign.open().add_structures(f"batch-{batch_size}", 0, records)
+    routes = [Route(id=r.id, U=1.0 if r.id in dft_ids else 0.1, route="dft" if r.id in dft_ids else "teacher",
+                    reason="test") for r in records]
+    routing = RoutingDocument(uc=0.5, uc_source="given", routes=routes, counts=count_routes(routes))
+    stage = LabelStageMaker(dft_maker=CalculatorLabelMaker(calculator=EMT), teacher_maker=TeacherLabelMaker(energy_from=EMT),
+                            assemble_maker=AssembleMaker(align_energies=False), dft_batch_size=batch_size)
+    flow = stage.make(stored, routing)
+    run_locally(flow, store=job_store, root_dir=tmp_path / f"run-{batch_size}", log=False, ensure_success=True)
+    dataset = flow_output(job_store, flow)
+    with job_store:
+        jobs = {stage_name: job_store.count({f"metadata.{STAGE_KEY}": stage_name, "index": 1})
+                for stage_name in (DFT_LABEL, TEACHER_LABEL)}
+    return dataset, jobs
+
+
+def test_dft_batches_and_teacher_chunks_label_every_structure_once(job_store, tmp_path, monkeypatch):
+    monkeypatch.setenv("UQ_FLOWS_SCORE_CHUNK_SIZE", "8")  # 20 structures: 3 stored chunks
+    get_settings.cache_clear()
+    records = cells(20)
+    dft_ids = {r.id for r in records[::2]}  # 10 to DFT, 10 to the teacher
+    single, single_jobs = label(job_store, tmp_path, records, dft_ids, batch_size=1)
+    batched, batched_jobs = label(job_store, tmp_path, records, dft_ids, batch_size=4)
+
+    batched_jobs = {k: batched_jobs[k] - single_jobs[k] for k in batched_jobs}  # one JobStore for both runs
+    assert single_jobs[DFT_LABEL] == 10 and batched_jobs[DFT_LABEL] == math.ceil(10 / 4)
+    assert batched_jobs[TEACHER_LABEL] == 3  # one teacher job per stored chunk holding teacher routes
+    for dataset in (single, batched):
+        by_id = {x.id: x for x in dataset.labels}
+        assert set(by_id) == {r.id for r in records} and all(x.ok for x in dataset.labels)
+        assert {i for i, x in by_id.items() if x.kind == "dft"} == dft_ids
+    same = {x.id: x.energy for x in single.labels}
+    assert all(abs(x.energy - same[x.id]) < 1e-9 for x in batched.labels)  # batching changes nothing but jobs
+    assert all(x.U == 1.0 for x in batched.labels if x.kind == "dft")  # each label keeps the U it was routed with
