@@ -297,7 +297,7 @@ def after_fit_job(config: LoopConfig, iteration: int, candidates: StructureSet, 
             jobs += [cago_seeds, cago]
             light.append(cago_seeds)
             pools.append(cago.output.structures)
-    gather = gather_candidates(pools, config.select.max_candidates * 4)
+    gather = gather_candidates(pools, config.select.max_candidates * 4, config.name, iteration)
     gather.name = "gather candidates"
     select = select_job(config, potentials, gather.output, qbc_references)
     select.name = "select"
@@ -357,20 +357,23 @@ def pool_summary(pool: TrainingPool, split: TrainingSplit) -> dict:
 
 
 @job
-def gather_candidates(pools: list[list[StructureRecord]], limit: int) -> list[StructureRecord]:
-    """Candidates from every explorer, without duplicate ids, at most ``limit`` (evenly spread)."""
-    return spread_evenly(unique_by_id(pools), limit)
+def gather_candidates(pools: list[list[StructureRecord]], limit: int, loop: str, iteration: int) -> StructureSet:
+    """Candidates from every explorer, without duplicate ids, at most ``limit`` (evenly spread),
+    stored in the campaign database (rows of ``stage: explored`` in this iteration); their reference."""
+    explored = spread_evenly(unique_by_id(pools), limit)
+    with Campaign.open() as campaign:
+        return campaign.add_structures(loop, iteration, explored, stage="explored")
 
 
 @job
-def select_job(config: LoopConfig, potentials: list[str], candidates: list[StructureRecord],
+def select_job(config: LoopConfig, potentials: list[str], candidates: StructureSet,
                references: dict[str, float] | None = None) -> Response:
     """QBC with the ACE committee, then DIRECT on ACE descriptors (MP-ALOE's recipe).
 
     ``references``: elemental energies (eV/atom) on the committee's scale for QBC's
     formation-energy pre-filter (paper 003); the config's own references win.
     """
-    if not candidates:
+    if candidates.n == 0:
         return Response(output=[])
     qbc_config = dict(config.select.qbc_config)
     if references is not None:
@@ -389,10 +392,13 @@ def select_job(config: LoopConfig, potentials: list[str], candidates: list[Struc
 
 
 @job
-def pick_selected(candidates: list[StructureRecord], selection, limit: int) -> list[StructureRecord]:
+def pick_selected(candidates: StructureSet, selection, limit: int) -> list[StructureRecord]:
     """The selected candidates, evenly thinned to ``limit``; none if selection produced nothing."""
     indices = list(selection.selected) if selection is not None else []
-    return [candidates[i] for i in spread_evenly(indices, limit)]
+    if not indices:
+        return []
+    records = records_of(candidates)
+    return [records[i] for i in spread_evenly(indices, limit)]
 
 
 @job

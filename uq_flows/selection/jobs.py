@@ -21,6 +21,7 @@ import numpy as np
 from jobflow import Flow, Job, Maker, OnMissing, job
 from pydantic import BaseModel, Field
 
+from uq_flows.campaign import StructureSet, records_of, structure_ids
 from uq_flows.ensemble.members import MemberSpec, load_calculator, parse_member
 from uq_flows.ensemble.predict import MemberPredictions, predict_member
 from uq_flows.ensemble.scoring import concatenate_predictions
@@ -136,10 +137,11 @@ class ElementalReferenceDocument(BaseModel):
 
 
 @job(data=PREDICTION_DATA)
-def committee_chunk(member: dict[str, Any], structures: list[StructureRecord], device: str | None = None) -> MemberPredictions:
+def committee_chunk(member: dict[str, Any], structures: list[StructureRecord] | StructureSet,
+                    device: str | None = None) -> MemberPredictions:
     """One committee member's energies, forces and stresses on one chunk of candidates."""
     spec = MemberSpec.from_dict(member)
-    atoms = [record.to_atoms() for record in structures]
+    atoms = [record.to_atoms() for record in records_of(structures)]
     predictions = predict_member(spec, atoms, calculator=load_calculator(spec, device))
     predictions.version = member_version(spec)
     return predictions
@@ -147,15 +149,19 @@ def committee_chunk(member: dict[str, Any], structures: list[StructureRecord], d
 
 @job
 def qbc(
-    structure_ids: list[str],
-    numbers: list[list[int]],
+    structure_ids: list[str] | StructureSet,
+    numbers: list[list[int]] | None,
     chunk_sizes: list[int],
     predictions: dict[str, list[MemberPredictions | None]],
     versions: dict[str, str],
     config: dict[str, Any] | None = None,
 ) -> QBCDocument:
     """MP-ALOE's QBC on every member's chunks; a chunk whose job failed arrives as None
-    (``OnMissing.NONE``) and its candidates get status ``error`` instead of stopping the stage."""
+    (``OnMissing.NONE``) and its candidates get status ``error`` instead of stopping the stage.
+    Given a ``StructureSet``, ids and atomic numbers are read from the campaign database."""
+    if isinstance(structure_ids, StructureSet):
+        records = records_of(structure_ids)
+        structure_ids, numbers = [r.id for r in records], [list(r.numbers) for r in records]
     qbc_config = QBCConfig.from_dict(config)
     n_atoms = [len(z) for z in numbers]
     offsets = np.concatenate([[0], np.cumsum(chunk_sizes)])
@@ -200,13 +206,14 @@ def _indices(keep: QBCDocument | dict | list[int] | None, n: int) -> list[int]:
 
 @job(data=["features"])
 def describe(
-    structures: list[StructureRecord],
+    structures: list[StructureRecord] | StructureSet,
     descriptor: str | None = None,
     keep: QBCDocument | dict | list[int] | None = None,
     device: str | None = None,
     cache: bool = True,
 ) -> DescriptorDocument:
     """Descriptors of the candidates in ``keep`` (a QBC document: its selection; indices; None: all)."""
+    structures = records_of(structures)
     indices = _indices(keep, len(structures))
     spec = parse_descriptor(descriptor)
     if not indices:
@@ -225,12 +232,17 @@ def direct(
     descriptors: DescriptorDocument | dict,
     n_candidates: int,
     config: dict[str, Any] | None = None,
-    candidate_ids: list[str] | None = None,
+    candidate_ids: list[str] | StructureSet | None = None,
     n_atoms: list[int] | None = None,
     qbc_document: QBCDocument | dict | None = None,
     n_bins: int = 50,
 ) -> SelectionDocument:
-    """DIRECT on the described candidates; indices in the output refer to all candidates."""
+    """DIRECT on the described candidates; indices in the output refer to all candidates.
+
+    ``candidate_ids`` may be a ``StructureSet``: ids and atom counts come from the campaign database.
+    """
+    if isinstance(candidate_ids, StructureSet):
+        candidate_ids, n_atoms = structure_ids(candidate_ids)
     if isinstance(descriptors, dict):
         descriptors = DescriptorDocument.model_validate(descriptors)
     if isinstance(qbc_document, dict):
@@ -329,13 +341,20 @@ class QBCMaker(Maker):
     prediction_category: str | None = None  # None: gpu (score_category) for uMLIPs, selection_category for ACE
     category: str | None = field(default_factory=_selection_category)
 
-    def make(self, structures: list[StructureRecord]) -> Flow:
-        if not structures:
+    def make(self, structures: list[StructureRecord] | StructureSet) -> Flow:
+        """Candidates by value, or by reference (``StructureSet``: one job per member and stored chunk)."""
+        if isinstance(structures, StructureSet) and structures.n == 0 or not structures:
             raise ValueError("no candidates for QBC")
         QBCConfig.from_dict(self.config)  # fail early on bad settings
         specs = parse_committee(self.committee)
-        n_chunks = math.ceil(len(structures) / self.chunk_size)
-        chunks = [structures[c * self.chunk_size : (c + 1) * self.chunk_size] for c in range(n_chunks)]
+        if isinstance(structures, StructureSet):
+            chunks, ids, numbers, sizes = structures.split(), structures, None, structures.sizes
+        else:
+            n_chunks = math.ceil(len(structures) / self.chunk_size)
+            chunks = [structures[c * self.chunk_size : (c + 1) * self.chunk_size] for c in range(n_chunks)]
+            ids, numbers = [s.id for s in structures], [list(s.numbers) for s in structures]
+            sizes = [len(c) for c in chunks]
+        n_chunks = len(chunks)
         jobs, predictions = [], {}
         for spec in specs:
             category = self.prediction_category or (
@@ -347,10 +366,8 @@ class QBCMaker(Maker):
                 predict.name = f"{self.name} {spec.name} {c + 1}/{n_chunks}"
                 jobs.append(set_category(predict, category))
                 predictions[spec.name].append(predict.output)
-        combine = qbc(
-            [s.id for s in structures], [list(s.numbers) for s in structures], [len(c) for c in chunks],
-            predictions, {spec.name: member_version(spec) for spec in specs}, dict(self.config),
-        )
+        combine = qbc(ids, numbers, sizes, predictions, {spec.name: member_version(spec) for spec in specs},
+                      dict(self.config))
         combine.name = self.name
         combine.config.on_missing_references = OnMissing.NONE
         jobs.append(set_category(combine, self.category))
@@ -367,7 +384,7 @@ class DescriptorMaker(Maker):
     cache: bool = True
     category: str | None = field(default_factory=_selection_category)
 
-    def make(self, structures: list[StructureRecord], keep: Any = None) -> Job:
+    def make(self, structures: list[StructureRecord] | StructureSet, keep: Any = None) -> Job:
         parse_descriptor(self.descriptor)  # fail early on unknown names
         new_job = describe(structures, self.descriptor, keep, self.device, self.cache)
         new_job.name = self.name
@@ -408,8 +425,9 @@ class SelectionMaker(Maker):
     descriptor_maker: DescriptorMaker = field(default_factory=DescriptorMaker)
     direct_maker: DirectMaker = field(default_factory=DirectMaker)
 
-    def make(self, structures: list[StructureRecord]) -> Flow:
-        if not structures:
+    def make(self, structures: list[StructureRecord] | StructureSet) -> Flow:
+        """Candidates by value, or by reference (``StructureSet``): then no job input holds them."""
+        if isinstance(structures, StructureSet) and structures.n == 0 or not structures:
             raise ValueError("no candidates to select from")
         self.direct_maker.config()  # fail early on bad DIRECT settings
         jobs: list[Job | Flow] = []
@@ -419,8 +437,10 @@ class SelectionMaker(Maker):
             jobs.append(qbc_flow)
             qbc_output = qbc_flow.output
         describe_job = self.descriptor_maker.make(structures, qbc_output)
-        direct_job = self.direct_maker.make(
-            describe_job.output, len(structures), [s.id for s in structures], [s.n_atoms for s in structures], qbc_output,
-        )
+        if isinstance(structures, StructureSet):
+            direct_job = self.direct_maker.make(describe_job.output, structures.n, structures, None, qbc_output)
+        else:
+            direct_job = self.direct_maker.make(describe_job.output, len(structures), [s.id for s in structures],
+                                                [s.n_atoms for s in structures], qbc_output)
         jobs += [describe_job, direct_job]
         return Flow(jobs, output=direct_job.output, name=self.name)
