@@ -52,6 +52,16 @@ def test_run_status_results_with_consistent_counts(tmp_path):
         assert it["uc"] == 0.15 and it["warnings"] == []
     assert second["n_candidates"] == first["n_next_candidates"]
     assert {"gpu", "cpu"} <= set(loop["jobs"]) and loop["fizzled"] == []
+    # one workflow per iteration; finished iterations leave the embedded launchpad for its archive
+    home = tmp_path / "uq-home"
+    archived = sorted((home / "launchpad-archive" / loop["id"]).glob("*.json"))
+    assert len(archived) == 2 and json.loads((home / "launchpad.json").read_text())["uq_flows"]["fireworks"]["documents"] == []
+    from uq_flows.campaign import LOOPS, Campaign
+
+    with Campaign.open() as campaign:
+        states = [d for d in campaign[LOOPS].find({"loop": loop["id"], "kind": "state"})]
+    assert [(d["iteration"], d.get("next_status")) for d in sorted(states, key=lambda d: d["iteration"])] == \
+        [(0, "submitted"), (1, None)]
 
     assert run_json("status", loop["id"])["loops"][0]["iterations"] == loop["iterations"]
     everything = run_json("results", loop["id"], "--format", "json", "--out", tmp_path / "all.json")

@@ -254,6 +254,57 @@ def save_launchpad(lp: LaunchPad) -> None:
     os.replace(tmp, path)
 
 
+ARCHIVE_FOLDER = "launchpad-archive"
+ARCHIVED = "uq_archived_workflows"  # collection of the embedded launchpad: one summary per archived workflow
+
+
+def archive_completed_workflows(lp: LaunchPad) -> int:
+    """Move an embedded launchpad's completed loop workflows to files; the number moved.
+
+    A loop is one workflow per iteration, so a finished iteration's workflow has nothing left
+    to run. Its workflow, firework and launch documents go to
+    ``home/launchpad-archive/LOOP/FW_ID.json`` (written atomically first), and a small summary
+    (states and categories, what ``status`` counts) stays in the launchpad. The launchpad then
+    holds about one iteration, and saving it after every rocket does not grow with the campaign.
+    Servers keep everything (no-op).
+    """
+    if not is_embedded(lp):
+        return 0
+    from bson import json_util
+
+    from uq_flows.stages import LOOP_KEY
+
+    moved = 0
+    folder = embedded_file_of(lp).parent / ARCHIVE_FOLDER
+    for wf in list(lp.workflows.find({"state": "COMPLETED", f"metadata.{LOOP_KEY}": {"$exists": True}})):
+        loop, nodes = wf["metadata"][LOOP_KEY], list(wf["nodes"])
+        fireworks = list(lp.fireworks.find({"fw_id": {"$in": nodes}}))
+        launches = list(lp.launches.find({"fw_id": {"$in": nodes}}))
+        path = folder / loop / f"{min(nodes)}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json_util.dumps({"workflow": wf, "fireworks": fireworks, "launches": launches}))
+        os.replace(tmp, path)
+        categories: dict[str, dict[str, int]] = {}
+        for fw in fireworks:
+            counts = categories.setdefault((fw.get("spec") or {}).get("_category") or "(none)", {})
+            counts[fw["state"]] = counts.get(fw["state"], 0) + 1
+        lp.db[ARCHIVED].insert_one({"loop": loop, "fw_id": min(nodes), "name": wf.get("name"), "state": wf["state"],
+                                    "n_fireworks": len(fireworks), "categories": categories, "path": str(path)})
+        lp.launches.delete_many({"fw_id": {"$in": nodes}})
+        lp.fireworks.delete_many({"fw_id": {"$in": nodes}})
+        lp.workflows.delete_one({"_id": wf["_id"]})
+        moved += 1
+    return moved
+
+
+def archived_workflows(lp: LaunchPad, loop: str | None = None) -> list[dict]:
+    """Summaries of the workflows ``archive_completed_workflows`` moved to files (embedded only)."""
+    if not is_embedded(lp):
+        return []
+    return list(lp.db[ARCHIVED].find({} if loop is None else {"loop": loop}, {"_id": 0}))
+
+
 def close_launchpad(lp: LaunchPad) -> None:
     """Save and release an embedded launchpad (another process may then open it)."""
     if not is_embedded(lp):

@@ -31,7 +31,7 @@ def rebuild_loop(lp: LaunchPad, loop: str) -> dict | None:
     fw_ids = loop_fw_ids(lp, loop)
     first = lp.fireworks.find_one({"fw_id": {"$in": fw_ids}, f"spec._tasks.job.metadata.{STAGE_KEY}": ITERATION,
                                    "spec._tasks.job.metadata.iteration": 0})
-    if not entries or first is None:  # not a uq-flows loop (or nothing submitted): not ours to rebuild
+    if not entries:  # not a uq-flows loop (or nothing submitted): not ours to rebuild
         return None
     states = entries[0]["states"]
     # WAITING jobs below a failed one never become ready: only READY/RUNNING/RESERVED can go on
@@ -53,6 +53,8 @@ def rebuild_loop(lp: LaunchPad, loop: str) -> dict | None:
     if newest is not None and newest.converged:
         return None
     if newest is None:
+        if first is None:
+            return None
         config, iteration, candidates, dft_so_far = decode(first["spec"]["_tasks"][0]["job"]["function_args"])[:4]
     else:
         config, candidates = newest.continuation["config"], newest.continuation["next_candidates"]

@@ -4,7 +4,8 @@
 RESERVED in its scope (checked ``idle_checks`` times, ``sleep`` apart, so a worker does not
 leave while another worker's job is about to make new ones READY), a timeout, or
 ``max_launches``. Unlike ``rapidfire(nlaunches=0)``, a ``gpu`` worker waits while ``cpu``
-jobs it depends on are still running. The embedded launchpad is saved after every rocket.
+jobs it depends on are still running. The embedded launchpad is saved after every rocket,
+after moving finished loop iterations to its archive (``archive_completed_workflows``).
 
 As a program, ``python -m uq_flows.manager.rocket [--category gpu] [--timeout S]`` runs a
 worker on the launchpad of the uq-flows settings.
@@ -62,7 +63,7 @@ def run_worker(
     from fireworks.core.rocket_launcher import launch_rocket
     from fireworks.utilities.fw_utilities import create_datestamp_dir
 
-    from uq_flows.manager.launchpad import save_launchpad
+    from uq_flows.manager.launchpad import archive_completed_workflows, save_launchpad
     from uq_flows.manager.submit import loop_fw_ids
 
     root = Path(launch_dir or os.getcwd()).resolve()
@@ -85,6 +86,7 @@ def run_worker(
                     ran = launch_rocket(lp, fworker, strm_lvl=log_level)
                 finally:
                     os.chdir(start_dir)
+                    archive_completed_workflows(lp)
                     save_launchpad(lp)
                 if ran:
                     launched += 1

@@ -38,18 +38,29 @@ def loop_status(lp: LaunchPad, loop: str | None = None) -> dict[str, Any]:
     ``workflows`` [{fw_id, name, state}], ``fizzled`` [{fw_id, name, category, retries, reason}].
     Workflows without a loop id are grouped under ``loop: null``.
     """
+    from uq_flows.manager.launchpad import archived_workflows
+
     groups: dict[str | None, list[dict]] = {}
     for wf in loop_workflows(lp, loop):
         groups.setdefault((wf.get("metadata") or {}).get(LOOP_KEY), []).append(wf)
-    return {"loops": [_summary(lp, name, wfs) for name, wfs in sorted(groups.items(), key=lambda kv: str(kv[0]))]}
+    archived: dict[str, list[dict]] = {}
+    for summary in archived_workflows(lp, loop):
+        archived.setdefault(summary["loop"], []).append(summary)
+        groups.setdefault(summary["loop"], [])
+    return {"loops": [_summary(lp, name, wfs, archived.get(name, []))
+                      for name, wfs in sorted(groups.items(), key=lambda kv: str(kv[0]))]}
 
 
-def _summary(lp: LaunchPad, loop: str | None, workflows: list[dict]) -> dict[str, Any]:
+def _summary(lp: LaunchPad, loop: str | None, workflows: list[dict], archived: list[dict] = ()) -> dict[str, Any]:
     nodes = sorted({fw_id for wf in workflows for fw_id in wf["nodes"]})
     fields = {"fw_id": 1, "name": 1, "state": 1, "spec._category": 1, f"spec.{RETRY_KEY}": 1, "launches": 1}
     docs = list(lp.fireworks.find({"fw_id": {"$in": nodes}}, fields))
     states = Counter(doc["state"] for doc in docs)
     categories: dict[str, Counter] = {}
+    for summary in archived:  # finished iterations moved out of the embedded launchpad
+        for category, counts in summary["categories"].items():
+            categories.setdefault(category, Counter()).update(counts)
+            states.update(counts)
     fizzled = []
     for doc in docs:
         category = (doc.get("spec") or {}).get("_category") or "(none)"
@@ -68,12 +79,13 @@ def _summary(lp: LaunchPad, loop: str | None, workflows: list[dict]) -> dict[str
     return {
         "loop": loop,
         "state": overall_state(states),
-        "n_fireworks": len(docs),
+        "n_fireworks": len(docs) + sum(summary["n_fireworks"] for summary in archived),
         "states": dict(sorted(states.items())),
         "categories": {k: dict(sorted(v.items())) for k, v in sorted(categories.items())},
         "workflows": [
-            {"fw_id": min(wf["nodes"]) if wf["nodes"] else None, "name": wf.get("name"), "state": wf.get("state")}
-            for wf in workflows
+            *({"fw_id": a["fw_id"], "name": a["name"], "state": a["state"], "archive": a["path"]} for a in archived),
+            *({"fw_id": min(wf["nodes"]) if wf["nodes"] else None, "name": wf.get("name"), "state": wf.get("state")}
+              for wf in workflows),
         ],
         "fizzled": sorted(fizzled, key=lambda row: row["fw_id"]),
     }

@@ -120,8 +120,11 @@ def loop_fw_ids(lp: LaunchPad, loop: str) -> list[int]:
 
 
 def list_loops(lp: LaunchPad) -> list[str]:
-    """Loop ids present on the launchpad."""
-    return sorted({wf["metadata"][LOOP_KEY] for wf in lp.workflows.find({f"metadata.{LOOP_KEY}": {"$exists": True}}, {"metadata": 1})})
+    """Loop ids present on the launchpad (with those whose finished workflows were archived)."""
+    from uq_flows.manager.launchpad import archived_workflows
+
+    live = {wf["metadata"][LOOP_KEY] for wf in lp.workflows.find({f"metadata.{LOOP_KEY}": {"$exists": True}}, {"metadata": 1})}
+    return sorted(live | {summary["loop"] for summary in archived_workflows(lp)})
 
 
 def _refuse_credentials(store: JobStore) -> None:
