@@ -20,7 +20,7 @@ from atomate2.vasp.jobs.base import _DATA_OBJECTS
 from atomate2.vasp.jobs.core import StaticMaker
 from atomate2.vasp.sets.base import VaspInputGenerator
 from atomate2.vasp.sets.core import StaticSetGenerator
-from jobflow import Flow, Job, Maker, OnMissing, Response, job
+from jobflow import Flow, Job, Maker, OnMissing, OutputReference, Response, job
 from pydantic import BaseModel, Field
 from pymatgen.io.vasp import Kpoints
 
@@ -451,12 +451,13 @@ class AssembleMaker(Maker):
     category: str | None = "cpu"
 
     def make(self, structures, routing, dft_labels, teacher_labels, screened=(), max_forces=None) -> Job:
-        new_job = assemble_job(structures, routing, dft_labels, teacher_labels, list(screened),
+        new_job = assemble_job(structures, routing, dft_labels, teacher_labels,
+                               screened if isinstance(screened, OutputReference) else list(screened),
                                self.min_success_fraction, self.max_force, self.align_energies, self.iteration,
                                self.loop, max_forces, self.max_residual)
         new_job.name = self.name
         new_job.config.on_missing_references = OnMissing.NONE
-        if self.iteration is not None:  # made at run time by the label stage, after the loop tagged its iteration
+        if self.iteration is not None:  # the iteration it belongs to, whoever makes it
             new_job.metadata["iteration"] = self.iteration
         return set_category(tag_stage(new_job, ASSEMBLE), self.category)
 
@@ -464,10 +465,12 @@ class AssembleMaker(Maker):
 @job
 def label_stage_job(structures: list[StructureRecord] | StructureSet, routing: RoutingDocument,
                     maker: LabelStageMaker) -> Response:
-    """Replace itself by the DFT jobs, the teacher jobs and the assembly for these routes.
+    """Replace itself by the DFT jobs and the teacher jobs for these routes.
 
-    Structures given by reference (``StructureSet``) get one teacher job per stored chunk, and
-    the assembly reads them from the campaign database: no job input holds the structures.
+    Its output: references to their labels (``dft``, ``teacher``), the labels screened out
+    (``rejected``) and each structure's force screen (``max_forces``), which the assembly job
+    (made beside it, so it gets the routing by reference) resolves. Structures given by
+    reference (``StructureSet``) get one teacher job per stored chunk: no job input holds them.
     """
     by_id = {s.id: s for s in records_of(structures)}
     audited = {label.id for label in routing.audit_labels}
@@ -506,9 +509,11 @@ def label_stage_job(structures: list[StructureRecord] | StructureSet, routing: R
             teacher = maker.teacher_maker.make(taught)
             jobs.append(teacher)
             teacher_output = teacher.output
-    assemble = maker.assemble_maker.make(structures, routing, [j.output for j in dft_jobs], teacher_output, rejected,
-                                         max_forces if maker.screens else None)
-    return Response(replace=Flow([*jobs, assemble], output=assemble.output, name=maker.name))
+    made = {"dft": [j.output for j in dft_jobs], "teacher": teacher_output, "rejected": rejected,
+            "max_forces": max_forces if maker.screens else None}
+    if not jobs:
+        return Response(output=made)
+    return Response(replace=Flow(jobs, output=made, name=f"{maker.name} jobs"))
 
 
 def _dft_jobs(maker: LabelStageMaker, structures: list[StructureRecord], us: list[float | None]) -> list:
@@ -538,9 +543,14 @@ class LabelStageMaker(Maker):
     dft_batch_size: int = 1
     category: str | None = "cpu"
 
-    def make(self, structures: list[StructureRecord] | StructureSet, routing) -> Job:
+    def make(self, structures: list[StructureRecord] | StructureSet, routing) -> Flow:
+        """The labelling jobs (made once the routes exist) and the assembly."""
         if not math.isfinite(self.min_distance) or self.min_distance < 0:
             raise ValueError(f"min_distance must be a non-negative number, got {self.min_distance}")
-        new_job = label_stage_job(structures, routing, self)
-        new_job.name = self.name
-        return set_category(new_job, self.category)
+        stage = label_stage_job(structures, routing, self)
+        stage.name = self.name
+        set_category(stage, self.category)
+        made = stage.output
+        assemble = self.assemble_maker.make(structures, routing, made["dft"], made["teacher"], made["rejected"],
+                                            made["max_forces"])
+        return Flow([stage, assemble], output=assemble.output, name=self.name)
