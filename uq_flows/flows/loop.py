@@ -181,8 +181,9 @@ def draw_training_set(config: LoopConfig, iteration: int, record: IterationRecor
         pool = load_pool(campaign, config.name, iteration)
     split = pool.training_split(held_out_iteration=iteration)
     references, note = qbc_references(config, pool)
-    return DrawnTrainingSet(split=split, facts=pool_summary(pool, split), qbc_references=references,
-                            prefilter_note=note)
+    facts = {**pool_summary(pool, split),  # MD seeds when none of this iteration's candidates got a label
+             "fallback_seed_ids": [s.id for s in split.train_structures[-config.explore.n_seeds:]]}
+    return DrawnTrainingSet(split=split, facts=facts, qbc_references=references, prefilter_note=note)
 
 
 @job
@@ -269,6 +270,9 @@ def after_fit_job(config: LoopConfig, iteration: int, candidates: StructureSet, 
     folder = loop_folder(config) / f"iteration-{iteration}" / "ace"
     potentials = [str(p) for p in fit.write(folder)]
     seeds = records_of(candidates, record.labelled_ids)
+    if not seeds:
+        with Campaign.open() as campaign:
+            seeds = list(campaign.structures_by_id(config.name, pool_facts.get("fallback_seed_ids", [])).values())
     md = MDExploreMaker(calculator=potentials[0], settings=config.explore.md).make(seeds)
     jobs, light = [md], []
     pools = [md.output.snapshots]
