@@ -156,6 +156,21 @@ class SqliteCollection:
         with self.database.lock, self.database.connection:
             return self.database.connection.execute(f'DELETE FROM "{self.name}" WHERE {where}', params).rowcount
 
+    def set_each(self, query: Mapping[str, Any], key: str, updates: Mapping[Any, Mapping[str, Any]]) -> None:
+        """``$set`` each ``updates[value]`` on the documents matching ``query`` and ``key == value``, in one transaction."""
+        where, params = _where(query)
+        column = _path(key)
+        with self.database.lock, self.database.connection:
+            for value, fields in updates.items():
+                if not fields:
+                    continue
+                for field in fields:
+                    _path(field)
+                assignments = ", ".join(f"'$.{field}', json(?)" for field in fields)
+                self.database.connection.execute(
+                    f'UPDATE "{self.name}" SET doc = json_set(doc, {assignments}) WHERE {where} AND {column} = ?',
+                    [json.dumps(jsonable(v)) for v in fields.values()] + params + [_scalar(value)])
+
     def find(self, query: Mapping[str, Any] | None = None, projection=None, sort: str | None = None) -> Iterator[dict]:
         where, params = _where(query)
         order = f" ORDER BY {_path(sort)}, n" if sort else " ORDER BY n"

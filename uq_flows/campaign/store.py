@@ -28,7 +28,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from uq_flows.campaign.arrays import pack, unpack
-from uq_flows.campaign.collections import MAX_CHUNK_BYTES, MongoDatabase, SqliteDatabase
+from uq_flows.campaign.collections import MAX_CHUNK_BYTES, MongoDatabase, SqliteCollection, SqliteDatabase
 from uq_flows.errors import UqFlowsError
 from uq_flows.records import StructureRecord
 from uq_flows.settings import UqFlowsSettings, get_settings
@@ -184,13 +184,17 @@ class Campaign:
         return out
 
     def update_structures(self, loop: str, iteration: int, updates: Mapping[str, Mapping[str, Any]]) -> None:
-        """Set fields (U, route, status, ...) on an iteration's rows, by id; rows keep their geometry chunk."""
-        rows = list(self[STRUCTURES].find({"loop": loop, "iteration": iteration}))
-        for row in rows:
-            row.pop("_id", None)
-            row.update(updates.get(row["id"], {}))
-        self[STRUCTURES].delete_many({"loop": loop, "iteration": iteration})
-        self[STRUCTURES].insert_many(rows)
+        """Set fields (U, route, status, ...) on an iteration's rows, by id (each row updated in place)."""
+        rows = self[STRUCTURES]
+        if isinstance(rows, SqliteCollection):
+            rows.set_each({"loop": loop, "iteration": iteration}, "id", updates)
+            return
+        from pymongo import UpdateOne
+
+        operations = [UpdateOne({"loop": loop, "iteration": iteration, "id": i}, {"$set": dict(fields)})
+                      for i, fields in updates.items() if fields]
+        for start in range(0, len(operations), 10_000):
+            rows.bulk_write(operations[start:start + 10_000], ordered=False)
 
     # labels -----------------------------------------------------------------------------
     def add_labels(self, loop: str, iteration: int, rows: Sequence[Mapping[str, Any]],
