@@ -200,7 +200,6 @@ class Campaign:
     def add_labels(self, loop: str, iteration: int, rows: Sequence[Mapping[str, Any]],
                    forces: Sequence[np.ndarray | None], stress: Sequence[np.ndarray | None]) -> None:
         """Store an iteration's labels (replacing any it stored before): rows, forces and stresses in chunks."""
-        self[LABELS].delete_many({"loop": loop, "iteration": iteration})
         documents = []
         for start, batch in self._batches(list(range(len(rows)))):
             chunk = f"{loop}/{iteration}/l/{uuid.uuid4().hex[:12]}"
@@ -209,8 +208,15 @@ class Campaign:
             self.database.chunks.put(chunk, loop, _checked(data, chunk))
             documents += [{**rows[k], "loop": loop, "iteration": iteration, "chunk": chunk, "index": k - start}
                           for k in batch]
+        self._replace(LABELS, {"loop": loop, "iteration": iteration}, documents)
+
+    def _replace(self, name: str, query: Mapping[str, Any], documents: Sequence[Mapping[str, Any]]) -> None:
+        """The documents matching ``query`` become ``documents``: the new ones are written before the old go,
+        so an interrupted write leaves both (a rerun repairs it), never neither."""
+        token = uuid.uuid4().hex
         if documents:
-            self[LABELS].insert_many(documents)
+            self[name].insert_many([{**d, "written": token} for d in documents])
+        self[name].delete_many({**query, "written": {"$ne": token}})
 
     def labels(self, query: Mapping[str, Any]) -> list[tuple[dict, np.ndarray | None, np.ndarray | None]]:
         """Label rows matching ``query`` with their forces and stress arrays."""
@@ -228,17 +234,16 @@ class Campaign:
         return out
 
     def add_pairs(self, loop: str, iteration: int, pairs: Sequence[Mapping[str, Any]]) -> None:
-        self[PAIRS].delete_many({"loop": loop, "iteration": iteration})
-        if pairs:
-            self[PAIRS].insert_many([{**p, "loop": loop, "iteration": iteration} for p in pairs])
+        self._replace(PAIRS, {"loop": loop, "iteration": iteration},
+                      [{**p, "loop": loop, "iteration": iteration} for p in pairs])
 
     def pairs(self, loop: str, up_to: int) -> list[dict]:
         return [_without_id(p) for p in self[PAIRS].find({"loop": loop, "iteration": {"$lte": up_to}})]
 
     # loop documents -----------------------------------------------------------------------
     def put_loop_document(self, loop: str, iteration: int, kind: str, document: Mapping[str, Any]) -> None:
-        self[LOOPS].delete_many({"loop": loop, "iteration": iteration, "kind": kind})
-        self[LOOPS].insert_many([{**document, "loop": loop, "iteration": iteration, "kind": kind}])
+        self._replace(LOOPS, {"loop": loop, "iteration": iteration, "kind": kind},
+                      [{**document, "loop": loop, "iteration": iteration, "kind": kind}])
 
     def loop_document(self, loop: str, iteration: int, kind: str) -> dict | None:
         doc = self[LOOPS].find_one({"loop": loop, "iteration": iteration, "kind": kind})
@@ -279,6 +284,7 @@ def _checked(data: bytes, chunk: str) -> bytes:
 
 def _without_id(doc: dict) -> dict:
     doc.pop("_id", None)
+    doc.pop("written", None)
     return doc
 
 
