@@ -43,7 +43,7 @@ SLOW_EMT = "ase:tests.flows.slow_calculators:SlowEMT"
 
 @pytest.fixture
 def wire_files(wire_server, tmp_path, monkeypatch):  # noqa: F811
-    """A fresh database on the wire server, selected through launchpad and JobStore files."""
+    """A fresh database on the wire server, selected through launchpad and JobStore files (and the campaign URI)."""
     database = f"t{uuid.uuid4().hex[:12]}"
     lp_file = tmp_path / "my_launchpad.yaml"
     lp_file.write_text(yaml.safe_dump({"host": wire_server.host, "port": wire_server.port, "name": database,
@@ -55,6 +55,7 @@ def wire_files(wire_server, tmp_path, monkeypatch):  # noqa: F811
         "additional_stores": {"data": {"type": "GridFSStore", "collection_name": "outputs_data", **where}},
     }}))
     monkeypatch.delenv("UQ_FLOWS_DB_URI", raising=False)
+    monkeypatch.setenv("UQ_FLOWS_CAMPAIGN_URI", wire_server.uri(database))  # the campaign collections beside them
     monkeypatch.setenv("UQ_FLOWS_LAUNCHPAD_FILE", str(lp_file))
     monkeypatch.setenv("UQ_FLOWS_JOBSTORE_FILE", str(store_file))
     get_settings.cache_clear()
