@@ -20,7 +20,7 @@ from atomate2.vasp.jobs.base import _DATA_OBJECTS
 from atomate2.vasp.jobs.core import StaticMaker
 from atomate2.vasp.sets.base import VaspInputGenerator
 from atomate2.vasp.sets.core import StaticSetGenerator
-from jobflow import Flow, Job, Maker, OnMissing, OutputReference, Response, job
+from jobflow import Flow, Job, Maker, OnMissing, Response, job
 from pydantic import BaseModel, Field
 from pymatgen.io.vasp import Kpoints
 
@@ -420,12 +420,20 @@ def assemble_job(structures: list[StructureRecord] | StructureSet, routing: Rout
                  dft_labels: list[Label | None], teacher_labels: list[Label | list[Label] | None] | None, screened: list[Label], min_success_fraction: float,
                  max_force: float | None, align_energies: bool, iteration: int | None, loop: str | None,
                  max_forces: dict[str, float | None] | None = None, max_residual: float = DEFAULT_MAX_RESIDUAL,
-                 ) -> DistilledDataset:
+                 screen: dict | None = None) -> DistilledDataset:
     """The distilled dataset; missing DFT or teacher outputs arrive as None and become failed labels.
 
     ``dft_labels`` and ``teacher_labels``: labels, or lists of labels (a batch or chunk job each).
+    ``screen`` (``{"screens", "min_distance"}``, the label stage's): the routes are screened here
+    (``screen_routes``), replacing ``screened`` and ``max_forces``.
     """
-    by_id = {s.id: s.to_atoms() for s in records_of(structures)}
+    records = {s.id: s for s in records_of(structures)}
+    if screen is not None:
+        screens = screen["screens"]
+        screens = SourceScreens.model_validate(screens) if isinstance(screens, dict) else screens
+        screened, max_forces = screen_routes(records, routing, screens, screen["min_distance"])
+        max_forces = max_forces if screens is not None else None
+    by_id = {i: s.to_atoms() for i, s in records.items()}
     dft = [*routing.audit_labels, *_flat(dft_labels)]
     teacher = [*routing.audit_teacher_labels, *_flat(teacher_labels or [])]
     return assemble_dataset(by_id, routing.routes, dft, teacher, screened, min_success_fraction,
@@ -450,11 +458,11 @@ class AssembleMaker(Maker):
     loop: str | None = None
     category: str | None = "cpu"
 
-    def make(self, structures, routing, dft_labels, teacher_labels, screened=(), max_forces=None) -> Job:
-        new_job = assemble_job(structures, routing, dft_labels, teacher_labels,
-                               screened if isinstance(screened, OutputReference) else list(screened),
+    def make(self, structures, routing, dft_labels, teacher_labels, screened=(), max_forces=None,
+             screen: dict | None = None) -> Job:
+        new_job = assemble_job(structures, routing, dft_labels, teacher_labels, list(screened),
                                self.min_success_fraction, self.max_force, self.align_energies, self.iteration,
-                               self.loop, max_forces, self.max_residual)
+                               self.loop, max_forces, self.max_residual, screen)
         new_job.name = self.name
         new_job.config.on_missing_references = OnMissing.NONE
         if self.iteration is not None:  # the iteration it belongs to, whoever makes it
@@ -467,29 +475,17 @@ def label_stage_job(structures: list[StructureRecord] | StructureSet, routing: R
                     maker: LabelStageMaker) -> Response:
     """Replace itself by the DFT jobs and the teacher jobs for these routes.
 
-    Its output: references to their labels (``dft``, ``teacher``), the labels screened out
-    (``rejected``) and each structure's force screen (``max_forces``), which the assembly job
-    (made beside it, so it gets the routing by reference) resolves. Structures given by
-    reference (``StructureSet``) get one teacher job per stored chunk: no job input holds them.
+    Its output: references to their labels (``dft``, ``teacher``) only, for the assembly job
+    (made beside it, so it gets the routing by reference); the assembly screens the routes
+    itself, so nothing per structure passes through a job input. Structures given by
+    reference (``StructureSet``) get one teacher job per stored chunk.
     """
     by_id = {s.id: s for s in records_of(structures)}
     audited = {label.id for label in routing.audit_labels}
-    rejected, to_dft, max_forces = [], [], {}
-    for route in routing.routes:
-        if route.route in ("deferred", "rejected") or route.id in audited:
-            continue
-        screen = maker.screens.for_source(by_id[route.id].source) if maker.screens else None
-        min_distance = screen.min_distance if screen else maker.min_distance
-        if screen is not None:
-            max_forces[route.id] = screen.max_force
-        problem = structure_problem(by_id[route.id].to_atoms(), min_distance)
-        if problem:
-            kind = DFT if route.route == "dft" else TEACHER
-            rejected.append(Label(id=route.id, status=REJECTED, kind=kind, source="screen", reason=problem))
-        elif route.route == "dft":
-            to_dft.append(route)
-    dft_jobs = _dft_jobs(maker, [by_id[r.id] for r in to_dft], [r.U for r in to_dft])
+    rejected, _ = screen_routes(by_id, routing, maker.screens, maker.min_distance)
     screened = {label.id for label in rejected}
+    to_dft = [r for r in routing.routes if r.route == "dft" and r.id not in audited and r.id not in screened]
+    dft_jobs = _dft_jobs(maker, [by_id[r.id] for r in to_dft], [r.U for r in to_dft])
     # teacher labels for teacher routes, and for DFT routes to align energies (METHODS §2)
     taught = [by_id[r.id] for r in routing.routes if r.route in ("dft", "teacher") and r.id not in screened
               and r.id not in audited]
@@ -509,11 +505,29 @@ def label_stage_job(structures: list[StructureRecord] | StructureSet, routing: R
             teacher = maker.teacher_maker.make(taught)
             jobs.append(teacher)
             teacher_output = teacher.output
-    made = {"dft": [j.output for j in dft_jobs], "teacher": teacher_output, "rejected": rejected,
-            "max_forces": max_forces if maker.screens else None}
+    made = {"dft": [j.output for j in dft_jobs], "teacher": teacher_output}
     if not jobs:
         return Response(output=made)
     return Response(replace=Flow(jobs, output=made, name=f"{maker.name} jobs"))
+
+
+def screen_routes(by_id: dict[str, StructureRecord], routing: RoutingDocument, screens: SourceScreens | None,
+                  min_distance: float) -> tuple[list[Label], dict[str, float | None]]:
+    """Routes to label whose structure fails its source's screen (rejected labels), and each routed
+    structure's force screen (``max_forces``; empty without ``screens``). The audit is labelled already."""
+    audited = {label.id for label in routing.audit_labels}
+    rejected, max_forces = [], {}
+    for route in routing.routes:
+        if route.route in ("deferred", "rejected") or route.id in audited:
+            continue
+        screen = screens.for_source(by_id[route.id].source) if screens else None
+        if screen is not None:
+            max_forces[route.id] = screen.max_force
+        problem = structure_problem(by_id[route.id].to_atoms(), screen.min_distance if screen else min_distance)
+        if problem:
+            kind = DFT if route.route == "dft" else TEACHER
+            rejected.append(Label(id=route.id, status=REJECTED, kind=kind, source="screen", reason=problem))
+    return rejected, max_forces
 
 
 def _dft_jobs(maker: LabelStageMaker, structures: list[StructureRecord], us: list[float | None]) -> list:
@@ -551,6 +565,6 @@ class LabelStageMaker(Maker):
         stage.name = self.name
         set_category(stage, self.category)
         made = stage.output
-        assemble = self.assemble_maker.make(structures, routing, made["dft"], made["teacher"], made["rejected"],
-                                            made["max_forces"])
+        assemble = self.assemble_maker.make(structures, routing, made["dft"], made["teacher"],
+                                            screen={"screens": self.screens, "min_distance": self.min_distance})
         return Flow([stage, assemble], output=assemble.output, name=self.name)
