@@ -24,18 +24,25 @@ previous design (``--reference``, default c076d0e) from a temporary git worktree
 repository (PYTHONPATH to it; the .venv is shared); ratios are reference / current.
 
     .venv/bin/python benchmarks/loop_scale.py [--sizes 1000 10000] [--max-seconds 1200] \\
-        [--reference c076d0e | --no-reference] [--profile-size 10000]
+        [--reference c076d0e | --no-reference] [--profile-size 10000 [--keep-profile run.prof]]
+
+``--profile-size N`` runs the current design once more at N under cProfile and stores the top
+functions (own and cumulative time, callers, the heaviest of uq_flows and of jobflow/maggma/
+montydb/FireWorks) in the JSON; that run's timings are not used. Each row records the commit
+and uncommitted changes of the uq_flows it imported (``code_state``) and the load average.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
 import platform
 import re
 import resource
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -48,7 +55,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.workflow_overhead import EMT_MEMBER, MEMBERS, Timers, rattled_cells  # noqa: E402
+from benchmarks.workflow_overhead import EMT_MEMBER, MEMBERS, Timers, rattled_cells
 
 OUT = REPO / "benchmarks" / "results" / "loop_scale.json"
 REFERENCE = "c076d0e"
@@ -129,9 +136,8 @@ def child(args: argparse.Namespace) -> None:
 
     timers = LoopTimers(Path(args.progress))
     restore = timers.install()
-    from uq_flows.cli import app
-
     import uq_flows
+    from uq_flows.cli import app
 
     assert Path(uq_flows.__file__).resolve().is_relative_to(root), (uq_flows.__file__, root)
     stdout = io.StringIO()
@@ -211,16 +217,45 @@ def fireworks_per_iteration(fireworks: list[dict]) -> tuple[dict[str, int], int,
     return dict(sorted(counts.items())), inferred, {k: dict(v.most_common()) for k, v in sorted(kinds.items())}
 
 
-def _largest(docs) -> dict:
+def _bytes(value) -> int:
     import bson
 
+    return len(bson.encode(value if isinstance(value, dict) else {"v": value}))
+
+
+def heaviest_path(doc: dict, depth: int = 10) -> str:
+    """Where a document's bytes are: the path down the largest field while it holds most of its parent."""
+    path, value, size = [], doc, _bytes(doc)
+    for _ in range(depth):
+        if isinstance(value, dict):
+            children = list(value.items())
+        elif isinstance(value, list) and len(value) <= 20:
+            children = list(enumerate(value))
+        else:
+            break
+        if not children:
+            break
+        child_size, key, child = max(((_bytes(v), k, v) for k, v in children), key=lambda t: t[0])
+        if child_size < 0.5 * size:
+            break
+        path.append(str(key))
+        value, size = child, child_size
+    shape = f", a list of {len(value)}" if isinstance(value, list) else ""
+    return f"{'.'.join(path) or '(whole document)'} ({size} bytes{shape})"
+
+
+def _largest(docs, name=lambda doc: doc.get("name") or doc.get("job_name") or doc.get("blob_uuid")) -> dict:
     best, count = (0, None), 0
     for doc in docs:
         count += 1
-        size = len(bson.encode(doc))
+        size = _bytes(doc)
         if size > best[0]:
-            best = (size, doc.get("name") or doc.get("job_name") or doc.get("blob_uuid") or doc.get("fw_id"))
-    return {"n": count, "max_bytes": best[0], "largest": None if best[1] is None else str(best[1])[:80]}
+            best = (size, doc)
+    if best[1] is None:
+        return {"n": count, "max_bytes": 0}
+    label = name(best[1])
+    return {"n": count, "max_bytes": best[0], "largest": None if label is None else str(label)[:80],
+            "where": heaviest_path(best[1])}
 
 
 def jobstore_documents(home: Path) -> dict[str, dict]:
@@ -251,13 +286,39 @@ def campaign_database(home: Path) -> dict | None:
     return {"bytes": path.stat().st_size, "largest_row_bytes": largest_row, "largest_chunk_bytes": largest_chunk}
 
 
+def archived_documents(home: Path) -> tuple[dict[str, list[dict]], int]:
+    """Workflows the embedded launchpad moved to ``home/launchpad-archive/LOOP/*.json`` once finished (if any)."""
+    from bson import json_util
+
+    out: dict[str, list[dict]] = {"workflows": [], "fireworks": [], "launches": []}
+    files = sorted((home / "launchpad-archive").glob("*/*.json"))
+    for path in files:
+        data = json_util.loads(path.read_text())
+        out["workflows"].append(data["workflow"])
+        out["fireworks"] += data["fireworks"]
+        out["launches"] += data["launches"]
+    return out, sum(f.stat().st_size for f in files)
+
+
 def inspect_home(home: Path) -> dict:
+    """Fireworks per iteration and the largest documents of the launchpad (archive included) and the JobStore."""
     launchpad = home / "launchpad.json"
     collections = _launchpad_collections(launchpad)
-    per_iteration, inferred, kinds = fireworks_per_iteration(collections.get("fireworks", []))
+    archived, archive_bytes = archived_documents(home)
+    for name, docs in archived.items():
+        collections[name] = collections.get(name, []) + docs
+    fireworks = collections.get("fireworks", [])
+    names = {doc["fw_id"]: doc.get("name") for doc in fireworks}
+    per_iteration, inferred, kinds = fireworks_per_iteration(fireworks)
     return {
-        "launchpad_bytes": launchpad.stat().st_size,
-        "launchpad": {name: _largest(collections.get(name, [])) for name in ("fireworks", "launches", "workflows")},
+        "launchpad_bytes": launchpad.stat().st_size, "launchpad_archive_bytes": archive_bytes,
+        "archived_workflows": len(archived["workflows"]),
+        "launchpad": {
+            "fireworks": _largest(fireworks),
+            "launches": _largest(collections.get("launches", []),
+                                 lambda doc: f"launch of fw {doc.get('fw_id')} {names.get(doc.get('fw_id'), '')}"),
+            "workflows": _largest(collections.get("workflows", [])),
+        },
         "fireworks_per_iteration": per_iteration, "fireworks_iteration_inferred": inferred,
         "fireworks_by_kind": kinds, "workflows": len(collections.get("workflows", [])),
         "jobstore": jobstore_documents(home),
@@ -271,7 +332,8 @@ def inspect_home(home: Path) -> dict:
 
 
 def run_once(variant: str, root: Path, n: int, config: Path, max_seconds: float, profile_out: Path | None = None) -> dict:
-    row = {"variant": variant, "n_candidates": n, "code": str(root), "loadavg_before": os.getloadavg()}
+    row = {"variant": variant, "n_candidates": n, "code": str(root), "code_state": code_state(root),
+           "loadavg_before": os.getloadavg()}
     with tempfile.TemporaryDirectory(prefix=f"uqf-scale-{variant}-{n}-") as tmp:
         home, result, progress, log = (Path(tmp) / "home", Path(tmp) / "result.json", Path(tmp) / "progress.json",
                                        Path(tmp) / "run.log")
@@ -329,6 +391,7 @@ def summarise(row: dict) -> dict:
         overhead_s=overhead, overhead_ms_per_candidate=1000 * overhead / n, ace_jobs_s=ace,
         overhead_without_ace_ms_per_candidate=1000 * (overhead - ace) / n,
         engine_s=wall - row["job_run_s"],
+        launchpad_total_bytes=row["launchpad_bytes"] + row.get("launchpad_archive_bytes", 0),
         largest_launchpad_document_bytes=max(v["max_bytes"] for v in row["launchpad"].values()),
         largest_document_bytes=max([v["max_bytes"] for v in row["launchpad"].values()]
                                    + [row["jobstore"]["outputs"]["max_bytes"]]),
@@ -345,7 +408,7 @@ def summarise(row: dict) -> dict:
 
 
 RATIOS = ("wall_s", "overhead_ms_per_candidate", "largest_document_bytes", "largest_launchpad_document_bytes",
-          "jobstore_outputs_max_bytes", "launchpad_bytes", "peak_rss_mb")
+          "jobstore_outputs_max_bytes", "launchpad_total_bytes", "peak_rss_mb")
 
 
 def _value(row: dict, key: str):
@@ -380,7 +443,7 @@ def fireworks_growth(rows: list[dict]) -> list[dict]:
     for variant in ("current", "reference"):
         done = sorted((r for r in rows if r["variant"] == variant and r.get("fireworks_per_iteration")),
                       key=lambda r: r["n_candidates"])
-        for a, b in zip(done, done[1:]):
+        for a, b in itertools.pairwise(done):
             fa, fb = a["fireworks_per_iteration"].get("0"), b["fireworks_per_iteration"].get("0")
             if fa and fb:
                 out.append({"variant": variant, "from_n": a["n_candidates"], "to_n": b["n_candidates"],
@@ -397,8 +460,8 @@ def print_table(rows: list[dict]) -> None:
     for r in rows:
         if r.get("wall_s") is None:
             reached = r.get("progress") or {}
-            lines.append((r["variant"], r["n_candidates"], f"no ({r.get('reason')}; {reached.get('jobs', '?')} jobs, "
-                          f"last {reached.get('last_job', '?')!r} at {reached.get('elapsed_s', '?')} s)"))
+            lines.append((r["variant"], r["n_candidates"], (f"no ({r.get('reason')}; {reached.get('jobs', '?')} jobs, "
+                          f"last {reached.get('last_job', '?')!r} at {reached.get('elapsed_s', '?')} s)")))
             continue
         lp = r["launchpad"]
         campaign = r.get("campaign")
@@ -409,7 +472,9 @@ def print_table(rows: list[dict]) -> None:
             "/".join(str(v) for v in r["fireworks_per_iteration"].values()),
             round(lp["fireworks"]["max_bytes"] / 1e3, 1), round(lp["launches"]["max_bytes"] / 1e3, 1),
             round(lp["workflows"]["max_bytes"] / 1e3, 1), round(r["jobstore"]["outputs"]["max_bytes"] / 1e3, 1),
-            round(r["launchpad_bytes"] / 1e6, 2), "—" if campaign is None else round(campaign["bytes"] / 1e6, 2),
+            f"{r['launchpad_bytes'] / 1e6:.2f}" + (f" (+{r['launchpad_archive_bytes'] / 1e6:.2f} archived)"
+                                                   if r.get("launchpad_archive_bytes") else ""),
+            "—" if campaign is None else round(campaign["bytes"] / 1e6, 2),
             round(r["peak_rss_mb"])))
     print(" | ".join(header))
     for line in lines:
@@ -436,27 +501,55 @@ def print_targets(rows: list[dict], growth: list[dict]) -> None:
 
 
 def profile_summary(path: Path, top: int = 25) -> dict:
+    """Top functions by own and cumulative time; callers of the top own-time ones; the heaviest of uq_flows and
+    of the workflow libraries (jobflow, maggma, montydb, FireWorks, monty, bson) by cumulative time."""
     import pstats
 
-    stats = pstats.Stats(str(path))
-    out = {}
-    for order in ("tottime", "cumulative"):
-        rows = []
-        for (file, line, function), (_, ncalls, tottime, cumtime, _) in sorted(
-                stats.stats.items(), key=lambda kv: -kv[1][2 if order == "tottime" else 3])[:top]:
-            rows.append({"function": function, "where": f"{file}:{line}", "ncalls": ncalls,
-                         "tottime_s": round(tottime, 2), "cumtime_s": round(cumtime, 2)})
-        out[order] = rows
-    return out
+    stats = pstats.Stats(str(path)).stats
+
+    def row(func, values):
+        file, line, function = func
+        _, ncalls, tottime, cumtime, _ = values
+        return {"function": function, "where": f"{file}:{line}", "ncalls": ncalls, "tottime_s": round(tottime, 2),
+                "cumtime_s": round(cumtime, 2)}
+
+    by_own = sorted(stats.items(), key=lambda kv: -kv[1][2])
+    by_cum = sorted(stats.items(), key=lambda kv: -kv[1][3])
+    callers = {}
+    for func, values in by_own[:10]:
+        ranked = sorted(values[4].items(), key=lambda kv: -kv[1][3])[:4]
+        callers[f"{func[2]} {func[0]}:{func[1]}"] = [
+            {"caller": f"{c[2]} {c[0]}:{c[1]}", "ncalls": v[1], "cumtime_s": round(v[3], 2)} for c, v in ranked]
+    libraries = re.compile(r"/(jobflow|maggma|montydb|fireworks|monty|bson)/")
+    return {
+        "tottime": [row(f, v) for f, v in by_own[:top]],
+        "cumulative": [row(f, v) for f, v in by_cum[:top]],
+        "callers_of_top_tottime": callers,
+        "uq_flows_cumulative": [row(f, v) for f, v in by_cum if "/uq_flows/" in f[0]][:top],
+        "workflow_libraries_cumulative": [row(f, v) for f, v in by_cum if libraries.search(f[0])][:top],
+    }
 
 
-def git(*args: str, check: bool = True) -> str:
-    return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True, check=check).stdout.strip()
+def git(*args: str, check: bool = True, where: Path = REPO) -> str:
+    return subprocess.run(["git", "-C", str(where), *args], capture_output=True, text=True, check=check).stdout.strip()
+
+
+def code_state(root: Path) -> dict:
+    """The commit a run imports uq_flows from, and its uncommitted changes to uq_flows/ (others edit it meanwhile)."""
+    import hashlib
+
+    diff = git("diff", "HEAD", "--", "uq_flows", where=root)
+    untracked = git("ls-files", "--others", "--exclude-standard", "--", "uq_flows", where=root).split()
+    return {"head": git("rev-parse", "--short", "HEAD", where=root),
+            "uncommitted": git("status", "--short", "--", "uq_flows", where=root).splitlines(),
+            "diff_sha1": hashlib.sha1((diff + "".join(untracked)).encode()).hexdigest()[:12] if diff or untracked
+            else None}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[1000, 10000],
+                        help="Candidates per run (none: only --profile-size).")
     parser.add_argument("--max-seconds", type=float, default=1200.0, help="Time limit of one run (s).")
     parser.add_argument("--reference", default=REFERENCE, help="Commit of the previous design.")
     parser.add_argument("--no-reference", action="store_true", help="Measure the current design only.")
@@ -464,7 +557,8 @@ def main() -> None:
     parser.add_argument("--dft-budget", type=int, default=20, help="convergence.dft_budget_per_iteration")
     parser.add_argument("--max-candidates", type=int, default=20, help="select.max_candidates")
     parser.add_argument("--profile-size", type=int, default=None,
-                        help="Also run the current design once at this N under cProfile (timings not used).")
+                        help="Also run the current design once at this N under cProfile (its timings are not used).")
+    parser.add_argument("--keep-profile", type=Path, default=None, help="Copy the cProfile stats file here.")
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     for hidden in ("--code-root", "--config", "--result", "--progress", "--profile-out"):
@@ -485,13 +579,13 @@ def main() -> None:
         "targets": TARGETS, "max_seconds_per_run": args.max_seconds, "loadavg_start": os.getloadavg(),
         "notes": [
             "compute = time inside EMT.calculate (members, reference labels, teacher); overhead = wall - compute",
-            "ace_jobs_s = time in ACE fit-member, MD, QBC, descriptor and DIRECT jobs minus their EMT time; "
-            "overhead_without_ace = overhead - ace_jobs_s",
+            ("ace_jobs_s = time in ACE fit-member, MD, QBC, descriptor and DIRECT jobs minus their EMT time; "
+            "overhead_without_ace = overhead - ace_jobs_s"),
             "engine_s = wall - time inside jobflow Job.run (FireWorks, launchpad file, rockets)",
-            "fireworks per iteration: by spec._tasks.0.job.metadata.iteration; untagged fireworks (made at run time "
-            "inside a stage) get the iteration of the newest tagged firework before them (fw_id order)",
-            "largest documents: bson.encode of each document of the launchpad's fireworks (the spec), launches and "
-            "workflows collections and of the JobStore's outputs (documents store) and data collections",
+            ("fireworks per iteration: by spec._tasks.0.job.metadata.iteration; untagged fireworks (made at run time "
+            "inside a stage) get the iteration of the newest tagged firework before them (fw_id order)"),
+            ("largest documents: bson.encode of each document of the launchpad's fireworks (the spec), launches and "
+            "workflows collections and of the JobStore's outputs (documents store) and data collections"),
             "peak_rss_mb: ru_maxrss of the run's fresh subprocess; peak_rss_children_mb: of its own subprocesses",
             "timings are noisy: other processes share the 2 cores (see loadavg per run)",
         ],
@@ -505,7 +599,8 @@ def main() -> None:
             worktree.rmdir()
             git("worktree", "add", "--detach", str(worktree), args.reference)
         timed_out: set[str] = set()
-        for n in sorted(args.sizes):
+        profile_sizes = {args.profile_size} if args.profile_size else set()
+        for n in sorted(set(args.sizes) | profile_sizes):
             with tempfile.TemporaryDirectory(prefix=f"uqf-scale-input-{n}-") as tmp:
                 structures, config = Path(tmp) / "candidates.extxyz", Path(tmp) / "loop.yaml"
                 from ase.io import write
@@ -516,6 +611,7 @@ def main() -> None:
                 config.write_text(yaml.safe_dump(loop_config(structures, args.uc, args.dft_budget,
                                                              args.max_candidates)))
                 plan = [("current", REPO)] + ([("reference", worktree)] if worktree else [])
+                plan = plan if n in args.sizes else []
                 for variant, root in plan:
                     if variant in timed_out:
                         rows.append({"variant": variant, "n_candidates": n, "completed": False,
@@ -533,6 +629,8 @@ def main() -> None:
                     print(f"profiling current N={n} ...", file=sys.stderr, flush=True)
                     profiled = run_once("current", REPO, n, config, args.max_seconds, profile_out=profile)
                     if profile.exists():
+                        if args.keep_profile:
+                            shutil.copyfile(profile, args.keep_profile)
                         payload["profile"] = {"n_candidates": n, "wall_s_under_profiler": profiled.get("wall_s"),
                                               **profile_summary(profile)}
     finally:
@@ -555,6 +653,9 @@ def main() -> None:
         for p in payload["profile"]["tottime"][:15]:
             print(f"  {p['tottime_s']:8.2f} s own {p['cumtime_s']:8.2f} s cum {p['ncalls']:>9} calls  "
                   f"{p['function']}  {p['where']}")
+        print("callers of the top three:")
+        for function, callers in list(payload["profile"]["callers_of_top_tottime"].items())[:3]:
+            print(f"  {function}: " + "; ".join(f"{c['caller']} ({c['cumtime_s']} s)" for c in callers))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(payload, indent=2, default=str) + "\n")
     print(f"wrote {args.out}", file=sys.stderr)
