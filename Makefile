@@ -88,6 +88,7 @@ benchmarks: setup bench-env
 	$(BIN)/python benchmarks/direct.py
 	$(BIN)/python benchmarks/ace_fit.py
 	$(BIN)/python benchmarks/cago.py
+	$(BIN)/python benchmarks/loop_scale.py --sizes 1000 10000
 
 clean:
 	rm -rf $(VENV) $(FIT_VENV) $(BENCH_VENV) $(MONGO_VENV) .pytest_cache scored.extxyz
