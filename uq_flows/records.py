@@ -71,6 +71,13 @@ class StructureRecord(BaseModel):
         return Atoms(numbers=self.numbers).get_chemical_formula()
 
 
+def chemical_system(numbers) -> str:
+    """The elements of a structure, sorted and joined (``Ge-Si``): the audit's strata, a campaign row field."""
+    from ase.data import chemical_symbols
+
+    return "-".join(sorted({chemical_symbols[int(z)] for z in numbers}))
+
+
 def records_from_atoms(structures: list[Atoms], decimals: int = 4) -> list[StructureRecord]:
     return [StructureRecord.from_atoms(atoms, decimals) for atoms in structures]
 

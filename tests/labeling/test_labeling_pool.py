@@ -10,7 +10,8 @@ from uq_flows.labeling.alignment import AUDIT, HIGH_U, AlignmentPair
 from uq_flows.labeling.assembly import assemble_dataset
 from uq_flows.labeling.labels import DFT, TEACHER, Label
 from uq_flows.labeling.pool import AUDIT_KEY, TrainingPool
-from uq_flows.labeling.routing import audit_sample, chemical_system, route_by_uncertainty
+from uq_flows.labeling.routing import audit_sample, route_by_uncertainty
+from uq_flows.records import chemical_system
 from uq_flows.labeling.source_screens import SourceScreens
 from uq_flows.records import StructureRecord
 

@@ -30,7 +30,7 @@ from pydantic import BaseModel, Field
 from uq_flows.campaign.arrays import pack, unpack
 from uq_flows.campaign.collections import MAX_CHUNK_BYTES, MongoDatabase, SqliteCollection, SqliteDatabase
 from uq_flows.errors import UqFlowsError
-from uq_flows.records import StructureRecord
+from uq_flows.records import StructureRecord, chemical_system
 from uq_flows.settings import UqFlowsSettings, get_settings
 
 STRUCTURES, LABELS, PAIRS, LOOPS = "campaign_structures", "campaign_labels", "campaign_pairs", "campaign_loops"
@@ -62,12 +62,6 @@ class StructureSet(BaseModel):
     def split(self) -> list[StructureSet]:
         """One set per chunk (what a per-chunk job gets)."""
         return [self.model_copy(update={"chunks": [c], "sizes": [s]}) for c, s in zip(self.chunks, self.sizes)]
-
-
-def chemical_system(numbers: Sequence[int]) -> str:
-    from ase.data import chemical_symbols
-
-    return "-".join(sorted({chemical_symbols[z] for z in numbers}))
 
 
 class Campaign:
@@ -224,8 +218,7 @@ class Campaign:
         out = []
         by_chunk: dict[str, list[dict]] = {}
         for row in rows:
-            row.pop("_id", None)
-            by_chunk.setdefault(row["chunk"], []).append(row)
+            by_chunk.setdefault(row["chunk"], []).append(_without_id(row))
         for chunk, chunk_rows in by_chunk.items():
             _, arrays = unpack(self.database.chunks.get(chunk))
             for row in chunk_rows:

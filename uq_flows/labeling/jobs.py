@@ -36,7 +36,6 @@ from uq_flows.labeling.routing import (
     DEFAULT_UC,
     Route,
     audit_sample,
-    chemical_system,
     count_routes,
     route_by_uncertainty,
     uc_for_target_rmse,
@@ -57,7 +56,7 @@ from uq_flows.labeling.vasp import (
     label_from_task_doc,
     record_to_structure,
 )
-from uq_flows.records import StructureRecord
+from uq_flows.records import StructureRecord, chemical_system
 from uq_flows.settings import get_settings
 
 logger = logging.getLogger(__name__)

@@ -117,13 +117,6 @@ def audit_sample(ids: Sequence[str], size: int, seed: int = 0, groups: Sequence[
     return [ids[k] for k in sorted(chosen)]
 
 
-def chemical_system(numbers: Sequence[int]) -> str:
-    """The elements of a structure, sorted and joined (``Ge-Si``): the audit's strata."""
-    from ase.data import chemical_symbols
-
-    return "-".join(sorted({chemical_symbols[int(z)] for z in numbers}))
-
-
 def uc_for_target_rmse(
     u: Sequence[float], teacher_forces: np.ndarray, dft_forces: np.ndarray, n_atoms: Sequence[int], target: float
 ) -> float:
