@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from ase import Atoms
 from ase.build import bulk
+from ase.neighborlist import neighbor_list
 
 from uq_flows.ensemble import parse_member
 from uq_flows.errors import InputError, MemberError
@@ -15,6 +16,7 @@ from uq_flows.screening import (
     DEFAULT_MIN_DISTANCE,
     HARD_MIN_DISTANCE,
     check_min_distance,
+    min_interatomic_distance,
     non_finite_problem,
 )
 from uq_flows.labeling.teacher import teacher_labels
@@ -66,3 +68,19 @@ def test_teacher_labels_of_only_broken_structures_load_no_model():
     # with the screen relaxed, the 0.1 Å pair reaches the model, which cannot load
     with pytest.raises(MemberError, match="cannot import uqf_no_such_module"):
         teacher_labels([too_close], ["close"], MISSING, min_distance=0.05)
+
+
+def test_min_distance_of_small_cells_agrees_with_the_ase_neighbour_list():
+    """The array path (cells up to 64 atoms) against ASE on skewed cells, partial periodicity,
+    atoms outside the cell and cutoffs larger than the cell."""
+    rng = np.random.default_rng(7)
+    for _ in range(400):
+        n = int(rng.integers(1, 17))
+        cell = rng.normal(size=(3, 3)) * 0.6 + np.diag(rng.uniform(2, 6, 3))
+        atoms = Atoms(f"Cu{n}", positions=rng.uniform(-3, 9, (n, 3)), cell=cell, pbc=rng.random(3) < 0.7)
+        cutoff = float(rng.uniform(0.5, 4.0))
+        distances = neighbor_list("d", atoms, cutoff)
+        expected = float(distances.min()) if distances.size and (n > 1 or atoms.pbc.any()) else math.inf
+        assert min_interatomic_distance(atoms, cutoff) == pytest.approx(expected, rel=1e-9), (atoms, cutoff)
+    large = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((3, 3, 2))  # 72 atoms: the neighbour list
+    assert min_interatomic_distance(large) == pytest.approx(3.61 / math.sqrt(2))

@@ -28,12 +28,47 @@ DEFAULT_MAX_FORCE = 30.0  # eV/Å
 HARD_MIN_DISTANCE = 0.5  # Å: closer atoms make a structure unusable for scoring and labelling
 
 
+SMALL_CELL_ATOMS = 64  # up to this size the shortest distance is one numpy expression over images
+
+
 def min_interatomic_distance(atoms: Atoms, cutoff: float = 3.0) -> float:
-    """Shortest distance between two atoms, periodic images included (inf if none within cutoff)."""
+    """Shortest distance between two atoms, periodic images included (inf if none within cutoff).
+
+    Small cells (the candidates of a campaign) take every pair against every lattice image that
+    can lie within ``cutoff`` in one array expression; larger ones use ASE's neighbour list.
+    """
     if len(atoms) == 1 and not atoms.pbc.any():
         return float("inf")
-    distances = neighbor_list("d", atoms, cutoff)
-    return float(distances.min()) if distances.size else float("inf")
+    shortest = _small_cell_min_distance(atoms, cutoff) if len(atoms) <= SMALL_CELL_ATOMS else None
+    if shortest is None:
+        distances = neighbor_list("d", atoms, cutoff)
+        shortest = float(distances.min()) if distances.size else float("inf")
+    return shortest if shortest <= cutoff else float("inf")
+
+
+def _small_cell_min_distance(atoms: Atoms, cutoff: float) -> float | None:
+    """The shortest pair distance over the images within ``cutoff``; None when the cell is
+    singular along a periodic direction or needs too many images (the neighbour list decides)."""
+    positions, pbc, cell = atoms.positions, atoms.pbc, atoms.cell.array
+    repeats = np.zeros(3, dtype=int)
+    if pbc.any():
+        volume = abs(np.linalg.det(cell))
+        if not volume > 1e-9:
+            return None
+        fractional = np.linalg.solve(cell.T, positions.T).T
+        fractional[:, pbc] %= 1.0  # wrapped: pair differences are within one cell per periodic axis
+        positions = fractional @ cell
+        spacing = volume / np.linalg.norm(np.cross(cell[[1, 2, 0]], cell[[2, 0, 1]]), axis=1)
+        repeats[pbc] = np.floor(cutoff / spacing[pbc]).astype(int) + 1
+        if np.prod(2 * repeats + 1) * len(atoms) ** 2 > 2_000_000:
+            return None
+    ranges = [np.arange(-r, r + 1) for r in repeats]
+    shifts = np.stack(np.meshgrid(*ranges, indexing="ij"), axis=-1).reshape(-1, 3) @ cell
+    pairs = positions[None, :, None, :] - positions[:, None, None, :] + shifts[None, None, :, :]
+    squared = np.einsum("ijsk,ijsk->ijs", pairs, pairs)
+    own = np.flatnonzero(~shifts.any(axis=1))  # the zero shift: an atom and itself
+    squared[np.arange(len(atoms)), np.arange(len(atoms)), own] = np.inf
+    return float(np.sqrt(squared.min())) if squared.size else float("inf")
 
 
 def structure_problem(atoms: Atoms, min_distance: float = DEFAULT_MIN_DISTANCE) -> str | None:
