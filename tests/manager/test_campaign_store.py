@@ -47,6 +47,33 @@ def test_structures_are_stored_in_chunks_and_passed_by_reference(campaign):
     assert campaign[STRUCTURES].count_documents({"loop": "loop-a", "source": "md"}) == 50
 
 
+def test_a_fit_set_is_stored_once_and_read_back_exactly(campaign):
+    """A LabelledSet (what a fit job gets) keeps geometry, energy, forces and stress; a rerun does not change it."""
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    labelled = []
+    for k, record in enumerate(structures(90)):
+        atoms = record.to_atoms()
+        stress = np.arange(6.0) * k if k % 4 == 0 else None
+        atoms.calc = SinglePointCalculator(atoms, energy=-3.5 * k, forces=np.full((len(atoms), 3), 0.1 * k),
+                                           **({"stress": stress} if stress is not None else {}))
+        labelled.append(atoms)
+    stored = campaign.add_labelled_set("loop-a", 2, "train", labelled)
+    assert stored.sizes == [40, 40, 10] and len(stored.model_dump_json()) < 1000
+    again = campaign.add_labelled_set("loop-a", 2, "train", labelled[:50])  # a rerun of the same draw
+    assert again.sizes == [40, 10] and not set(again.chunks) & set(stored.chunks)
+    back = campaign.labelled_atoms(stored)
+    assert [a.info["uq_id"] for a in back] == [a.info["uq_id"] for a in labelled]
+    for original, copy in zip(labelled, back):
+        assert (copy.numbers == original.numbers).all() and np.array_equal(copy.positions, original.positions)
+        assert np.array_equal(copy.cell.array, original.cell.array) and (copy.pbc == original.pbc).all()
+        assert copy.get_potential_energy() == original.get_potential_energy()
+        assert np.array_equal(copy.get_forces(), original.get_forces())
+        assert ("stress" in copy.calc.results) == ("stress" in original.calc.results)
+    assert np.array_equal(back[8].calc.results["stress"], np.arange(6.0) * 8)
+    assert campaign.labelled_atoms(campaign.add_labelled_set("loop-a", 3, "test", [])) == []
+
+
 def test_the_readme_queries(campaign):
     """The three pymongo queries of the README, on either backend."""
     records = structures(9)

@@ -1,8 +1,8 @@
 """jobflow Makers for the ACE stage: fit (one job per ensemble member) and uncertainty (γ, committee).
 
 ``AceFitMaker.make(structures, dataset)`` takes the labelling stage's output (a
-``DistilledDataset`` or its list of ``Label``s, matched to ``StructureRecord``s by id) and
-returns a flow of one fit job per member (FireWorks category ``fit_category``, ``cpu`` by
+``DistilledDataset`` or its list of ``Label``s, matched to ``StructureRecord``s by id), or a
+``LabelledSet`` in the campaign database (the loop's aligned training set), and returns a flow of one fit job per member (FireWorks category ``fit_category``, ``cpu`` by
 default; pacemaker fits may go to a GPU queue by config) and a collect job whose
 ``AceFitDocument`` holds metrics, thresholds and every potential file. File contents (text;
 active sets base64-encoded npz) and per-atom arrays go to the JobStore's ``data`` store;
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from jobflow import Flow, Job, Maker, job
+from jobflow import Flow, Job, Maker, OutputReference, job
 from pydantic import BaseModel, Field
 
 from uq_flows.ace.activeset import extrapolation_grades
@@ -37,6 +37,7 @@ from uq_flows.ace.fit import (
     combine_members,
     fit_member,
 )
+from uq_flows.campaign import Campaign, LabelledSet
 from uq_flows.ace.local import LocalActiveSet, local_extrapolation_grades
 from uq_flows.ace.potential import AceCalculator
 from uq_flows.errors import InputError
@@ -105,13 +106,24 @@ def _labels_of(dataset) -> list:
     from uq_flows.labeling.assembly import DistilledDataset
     from uq_flows.labeling.labels import Label
 
+    if dataset is None:
+        raise InputError("no dataset labels these structures (give one, or a LabelledSet)")
     if isinstance(dataset, dict):
         dataset = DistilledDataset.model_validate(dataset)
     labels = dataset.labels if isinstance(dataset, DistilledDataset) else list(dataset)
     return [Label.model_validate(x) if isinstance(x, dict) else x for x in labels]
 
 
-def _training(structures, dataset, name):
+def _training(structures, dataset, name, required: bool = True):
+    """The ACE training set of structures and their labels, or of a ``LabelledSet``; None if empty and not required."""
+    empty = not structures.n if isinstance(structures, LabelledSet) else not structures
+    if empty:
+        if required:
+            raise InputError(f"{name}: no labelled structures to fit")
+        return None
+    if isinstance(structures, LabelledSet):
+        with Campaign.open() as campaign:
+            return training_set(campaign.labelled_atoms(structures), name=name)
     return training_set(labelled_structures(structures, _labels_of(dataset)), name=name)
 
 
@@ -124,12 +136,12 @@ def _forces_list(forces) -> list[list[float]]:
 
 
 @job(data=MEMBER_DATA)
-def fit_ace_member(structures: list[StructureRecord], dataset, options: AceFitOptions, index: int,
-                   test_structures: list[StructureRecord] | None = None, test_dataset=None,
+def fit_ace_member(structures: list[StructureRecord] | LabelledSet, dataset, options: AceFitOptions, index: int,
+                   test_structures: list[StructureRecord] | LabelledSet | None = None, test_dataset=None,
                    workdir: str | None = None) -> AceModelDocument:
     """Fit member ``index`` of the ensemble on the dataset's ``ok`` labels."""
     training = _training(structures, dataset, "training dataset")
-    test = _training(test_structures, test_dataset, "test dataset") if test_structures else None
+    test = _training(test_structures, test_dataset, "test dataset", required=False)
     elements = training.elements
     check_training(training, options, elements)
     reference = dict(options.reference_energies) if options.reference_energies else fit_reference_energies(training)
@@ -149,11 +161,12 @@ def fit_ace_member(structures: list[StructureRecord], dataset, options: AceFitOp
 
 
 @job(data=FILE_KEYS)
-def collect_ace_fit(members: list[AceModelDocument], structures: list[StructureRecord], dataset, options: AceFitOptions,
-                    test_structures: list[StructureRecord] | None = None, test_dataset=None) -> AceFitDocument:
+def collect_ace_fit(members: list[AceModelDocument], structures: list[StructureRecord] | LabelledSet, dataset,
+                    options: AceFitOptions, test_structures: list[StructureRecord] | LabelledSet | None = None,
+                    test_dataset=None) -> AceFitDocument:
     """Ensemble metrics and committee thresholds (paper 000, eq. 7) from the members' predictions."""
     training = _training(structures, dataset, "training dataset")
-    test = _training(test_structures, test_dataset, "test dataset") if test_structures else None
+    test = _training(test_structures, test_dataset, "test dataset", required=False)
 
     def split(forces, n_atoms):
         return np.split(np.asarray(forces), np.cumsum(n_atoms)[:-1])
@@ -185,12 +198,16 @@ class AceFitMaker(Maker):
     collect_category: str | None = field(default_factory=lambda: get_settings().combine_category)
     workdir: str | None = None
 
-    def make(self, structures: list[StructureRecord], dataset, test_structures: list[StructureRecord] | None = None,
-             test_dataset=None) -> Flow:
+    def make(self, structures: list[StructureRecord] | LabelledSet, dataset=None,
+             test_structures: list[StructureRecord] | LabelledSet | None = None, test_dataset=None) -> Flow:
+        """``dataset`` labels ``structures`` (and ``test_dataset`` ``test_structures``) unless they are ``LabelledSet``s."""
         if not structures:
             raise ValueError("no structures to fit")
-        if (test_structures is None) != (test_dataset is None):
-            raise ValueError("give both test_structures and test_dataset, or neither")
+        if test_dataset is not None and test_structures is None:
+            raise ValueError("test_dataset without test_structures")
+        for given, labels, what in ((structures, dataset, "structures"), (test_structures, test_dataset, "test_structures")):
+            if given and labels is None and not isinstance(given, (LabelledSet, OutputReference)):
+                raise ValueError(f"give the dataset that labels {what} (or a LabelledSet)")
         jobs = []
         for index in range(self.options.ensemble_size):
             member = fit_ace_member(structures, dataset, self.options, index, test_structures, test_dataset,

@@ -15,7 +15,8 @@ Collections (README, "Campaign collections"):
   pool's small facts (``kind: pool``);
 - array chunks (positions, cells, numbers; forces, stresses), each a few MB at most.
 
-Jobs pass a ``StructureSet`` (loop, iteration, chunk ids), never the structures.
+Jobs pass a ``StructureSet`` (loop, iteration, chunk ids), never the structures; a fit gets its
+training and test sets as ``LabelledSet``s (geometry, energies and forces in chunks).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from ase import Atoms
+from ase.calculators.singlepoint import SinglePointCalculator
 from pydantic import BaseModel, Field
 
 from uq_flows.campaign.arrays import pack, unpack
@@ -62,6 +65,21 @@ class StructureSet(BaseModel):
     def split(self) -> list[StructureSet]:
         """One set per chunk (what a per-chunk job gets)."""
         return [self.model_copy(update={"chunks": [c], "sizes": [s]}) for c, s in zip(self.chunks, self.sizes)]
+
+
+class LabelledSet(BaseModel):
+    """Labelled structures (geometry, energy, forces, stress) in the campaign database, by reference:
+    what a fit job receives instead of its training or test set."""
+
+    loop: str
+    iteration: int
+    name: str = Field(description="What the set is for (train, test).")
+    chunks: list[str] = Field(description="Array chunk ids, in order.")
+    sizes: list[int] = Field(description="Structures per chunk.")
+
+    @property
+    def n(self) -> int:
+        return sum(self.sizes)
 
 
 class Campaign:
@@ -155,6 +173,45 @@ class Campaign:
                                 source=sources.get(i))
                 for i, numbers, cell, positions, pbc in zip(ids, arrays["numbers"], arrays["cell"],
                                                             arrays["positions"], arrays["pbc"])]
+
+    def add_labelled_set(self, loop: str, iteration: int, name: str, atoms: Sequence[Atoms]) -> LabelledSet:
+        """Store labelled structures (each carrying energy and forces, ``info["uq_id"]``) as one set.
+
+        Every call writes new chunks: a reference always reads what it was made with.
+        """
+        chunks, sizes = [], []
+        for _, batch in self._batches(list(atoms)):
+            chunk = f"{loop}/{iteration}/{name}/{uuid.uuid4().hex[:12]}"
+            results = [a.calc.results for a in batch]
+            data = pack([str(a.info["uq_id"]) for a in batch], {
+                "numbers": [a.numbers.astype(np.int16) for a in batch],
+                "cell": [a.cell.array.astype(float) for a in batch],
+                "positions": [a.positions.astype(float) for a in batch],
+                "pbc": [a.pbc.astype(bool) for a in batch],
+                "energy": [np.asarray([r["energy"]], dtype=float) for r in results],
+                "forces": [np.asarray(r["forces"], dtype=float) for r in results],
+                "stress": [None if r.get("stress") is None else np.asarray(r["stress"], dtype=float) for r in results],
+            })
+            self.database.chunks.put(chunk, loop, _checked(data, chunk))
+            chunks.append(chunk)
+            sizes.append(len(batch))
+        return LabelledSet(loop=loop, iteration=iteration, name=name, chunks=chunks, sizes=sizes)
+
+    def labelled_atoms(self, reference: LabelledSet) -> list[Atoms]:
+        """The set's structures, in order, each carrying its energy, forces (and stress) and ``info["uq_id"]``."""
+        out = []
+        for chunk in reference.chunks:
+            ids, arrays = unpack(self.database.chunks.get(chunk))
+            for k, structure_id in enumerate(ids):
+                atoms = Atoms(numbers=arrays["numbers"][k], cell=arrays["cell"][k].reshape(3, 3),
+                              positions=arrays["positions"][k].reshape(-1, 3), pbc=arrays["pbc"][k])
+                atoms.info["uq_id"] = structure_id
+                results = {"energy": float(arrays["energy"][k][0]), "forces": arrays["forces"][k].reshape(-1, 3)}
+                if arrays["stress"][k] is not None:
+                    results["stress"] = arrays["stress"][k]
+                atoms.calc = SinglePointCalculator(atoms, **results)
+                out.append(atoms)
+        return out
 
     def rows(self, reference: StructureSet, fields: Sequence[str] = ()) -> list[dict]:
         """The set's rows in set order (``fields`` only, when given)."""

@@ -28,9 +28,10 @@ from jobflow import CURRENT_JOB, Flow, OnMissing, Response, job
 from monty.json import MontyDecoder
 from pydantic import BaseModel, Field
 
+from uq_flows.ace.data import labelled_structures
 from uq_flows.ace.jobs import AceFitDocument, AceFitMaker
 from uq_flows.cago.jobs import CagoMaker, CalibrationDocument, CalibrationMaker
-from uq_flows.campaign import STRUCTURES, Campaign, StructureSet, records_of
+from uq_flows.campaign import STRUCTURES, Campaign, LabelledSet, StructureSet, records_of
 from uq_flows.ensemble.jobs import (
     CombineUncertaintyMaker,
     EnsembleScoreMaker,
@@ -122,9 +123,10 @@ class IterationRecord(IterationCounts):
 
 
 class DrawnTrainingSet(BaseModel):
-    """One fit's training and test sets, drawn from the campaign database, and the pool's facts."""
+    """One fit's training and test sets (stored in the campaign database) and the pool's facts."""
 
-    split: TrainingSplit
+    train: LabelledSet = Field(description="The aligned ok labels of every iteration so far, but this audit.")
+    test: LabelledSet = Field(description="This iteration's ok DFT audit labels, held out.")
     facts: dict = Field(default_factory=dict, description="n_training, waiting teacher labels, alignment summary.")
     qbc_references: dict[str, float] | None = None
     prefilter_note: str | None = None
@@ -176,14 +178,19 @@ def record_iteration(config: LoopConfig, iteration: int, candidates: StructureSe
 
 @job
 def draw_training_set(config: LoopConfig, iteration: int, record: IterationRecord) -> DrawnTrainingSet:
-    """The fit's training set (aligned) and test set (this iteration's audit), read from the campaign database."""
+    """The fit's training set (aligned) and test set (this iteration's audit), drawn from the campaign
+    database and stored there as two ``LabelledSet``s."""
     with Campaign.open() as campaign:
         pool = load_pool(campaign, config.name, iteration)
-    split = pool.training_split(held_out_iteration=iteration)
+        split = pool.training_split(held_out_iteration=iteration)
+        train, test = (campaign.add_labelled_set(config.name, iteration, name,
+                                                 labelled_structures(records, labels) if labels else [])
+                       for name, records, labels in (("train", split.train_structures, split.train_labels),
+                                                     ("test", split.test_structures, split.test_labels)))
     references, note = qbc_references(config, pool)
     facts = {**pool_summary(pool, split),  # MD seeds when none of this iteration's candidates got a label
              "fallback_seed_ids": [s.id for s in split.train_structures[-config.explore.n_seeds:]]}
-    return DrawnTrainingSet(split=split, facts=facts, qbc_references=references, prefilter_note=note)
+    return DrawnTrainingSet(train=train, test=test, facts=facts, qbc_references=references, prefilter_note=note)
 
 
 @job
@@ -226,9 +233,7 @@ def iteration_job(config: LoopConfig, iteration: int, candidates: StructureSet, 
     tag_stage(record, RECORD)
     drawn = draw_training_set(config, iteration, record.output)
     drawn.name = "training set"
-    split = drawn.output.split
-    fit = AceFitMaker(options=config.fit).make(split.train_structures, split.train_labels,
-                                               split.test_structures, split.test_labels)
+    fit = AceFitMaker(options=config.fit).make(drawn.output.train, test_structures=drawn.output.test)
     after = after_fit_job(config, iteration, candidates, record.output, fit.output, drawn.output.facts,
                           drawn.output.qbc_references, drawn.output.prefilter_note)
     after.name = f"after fit {iteration}"
