@@ -183,10 +183,27 @@ def embedded_launchpad(home: Path | str, log_level: str = "WARNING") -> LaunchPa
     except BaseException:
         _release_lock(home)
         raise
+    lp.ping_launch = _quiet_ping(lp.ping_launch)
     _EMBEDDED[key] = lp
     atexit.register(_save_at_exit, lp)
     initialise(lp)
     return lp
+
+
+def _quiet_ping(ping):
+    """FireWorks' ping thread pings once more after a rocket finishes; on the embedded launchpad
+    (mongomock, not thread-safe) that ping can miss the launch while the rocket completes it, and
+    its traceback would reach the user's terminal. A launch that is not there is not pinged."""
+
+    def ping_launch(launch_id, *args, **kwargs):
+        try:
+            return ping(launch_id, *args, **kwargs)
+        except ValueError as error:
+            if "No Launch exists" not in str(error):
+                raise
+            return None
+
+    return ping_launch
 
 
 def _persistent_client(path: Path):
