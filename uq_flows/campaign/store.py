@@ -223,11 +223,14 @@ class Campaign:
 
     def structures_by_id(self, loop: str, ids: Iterable[str]) -> dict[str, StructureRecord]:
         """The newest stored geometry of each id (any iteration of the loop)."""
-        wanted = set(ids)
-        chunk_of = {}
-        for row in self[STRUCTURES].find({"loop": loop}, {"id": 1, "chunk": 1, "source": 1}):
-            if row["id"] in wanted:
-                chunk_of[row["id"]] = (row["chunk"], row.get("source"))
+        wanted = sorted(set(ids))
+        newest: dict[str, dict] = {}
+        for start in range(0, len(wanted), 10_000):  # by the (loop, id) index, in batches SQLite can bind
+            for row in self[STRUCTURES].find({"loop": loop, "id": {"$in": wanted[start:start + 10_000]}},
+                                             {"id": 1, "chunk": 1, "source": 1, "iteration": 1}):
+                if row["id"] not in newest or row["iteration"] >= newest[row["id"]]["iteration"]:
+                    newest[row["id"]] = row
+        chunk_of = {i: (row["chunk"], row.get("source")) for i, row in newest.items()}
         out: dict[str, StructureRecord] = {}
         for chunk in dict.fromkeys(c for c, _ in chunk_of.values()):
             sources = {i: s for i, (c, s) in chunk_of.items() if c == chunk}
