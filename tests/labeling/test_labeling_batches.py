@@ -7,7 +7,7 @@ from ase.build import bulk
 from jobflow import run_locally
 
 from tests.conftest import flow_output
-from uq_flows.campaign import Campaign
+from uq_flows.campaign import STRUCTURES, TEACH, Campaign
 from uq_flows.labeling.jobs import (
     AssembleMaker,
     CalculatorLabelMaker,
@@ -33,10 +33,10 @@ def cells(n: int) -> list[StructureRecord]:
     return out
 
 
-def label(job_store, tmp_path, records, dft_ids, batch_size):
+def label(job_store, tmp_path, records, dft_ids, batch_size, deferred=frozenset()):
     stored = Campaign.open().add_structures(f"batch-{batch_size}", 0, records)
-    routes = [Route(id=r.id, U=1.0 if r.id in dft_ids else 0.1, route="dft" if r.id in dft_ids else "teacher",
-                    reason="test") for r in records]
+    routes = [Route(id=r.id, U=1.0 if r.id in dft_ids | deferred else 0.1, reason="test",
+                    route="dft" if r.id in dft_ids else "deferred" if r.id in deferred else "teacher") for r in records]
     routing = RoutingDocument(uc=0.5, uc_source="given", routes=routes, counts=count_routes(routes))
     stage = LabelStageMaker(dft_maker=CalculatorLabelMaker(calculator=EMT), teacher_maker=TeacherLabelMaker(energy_from=EMT),
                             assemble_maker=AssembleMaker(align_energies=False), dft_batch_size=batch_size)
@@ -54,16 +54,20 @@ def test_dft_batches_and_teacher_chunks_label_every_structure_once(job_store, tm
     get_settings.cache_clear()
     records = cells(20)
     dft_ids = {r.id for r in records[::2]}  # 10 to DFT, 10 to the teacher
-    single, single_jobs = label(job_store, tmp_path, records, dft_ids, batch_size=1)
-    batched, batched_jobs = label(job_store, tmp_path, records, dft_ids, batch_size=4)
+    deferred = {records[1].id, records[9].id}  # over the DFT budget: no label of any kind
+    single, single_jobs = label(job_store, tmp_path, records, dft_ids, batch_size=1, deferred=deferred)
+    batched, batched_jobs = label(job_store, tmp_path, records, dft_ids, batch_size=4, deferred=deferred)
 
     batched_jobs = {k: batched_jobs[k] - single_jobs[k] for k in batched_jobs}  # one JobStore for both runs
     assert single_jobs[DFT_LABEL] == 10 and batched_jobs[DFT_LABEL] == math.ceil(10 / 4)
     assert batched_jobs[TEACHER_LABEL] == 3  # one teacher job per stored chunk holding teacher routes
     for dataset in (single, batched):
         by_id = {x.id: x for x in dataset.labels}
-        assert set(by_id) == {r.id for r in records} and all(x.ok for x in dataset.labels)
+        assert set(by_id) == {r.id for r in records} - deferred and all(x.ok for x in dataset.labels)
         assert {i for i, x in by_id.items() if x.kind == "dft"} == dft_ids
     same = {x.id: x.energy for x in single.labels}
     assert all(abs(x.energy - same[x.id]) < 1e-9 for x in batched.labels)  # batching changes nothing but jobs
     assert all(x.U == 1.0 for x in batched.labels if x.kind == "dft")  # each label keeps the U it was routed with
+    # teacher jobs find their structures by the stage's marks in the campaign rows, not by id lists in their inputs
+    rows = Campaign.open()[STRUCTURES].find({"loop": "batch-4"}, {"id": 1, TEACH: 1})
+    assert {r["id"] for r in rows if r[TEACH]} == {r.id for r in records} - deferred

@@ -5,7 +5,8 @@ Collections (README, "Campaign collections"):
 - ``campaign_structures``: one document per structure per iteration: ``loop``, ``iteration``,
   ``id``, ``stage`` (how far it got: candidate, scored, routed, labelled), ``source``,
   ``n_atoms``, ``formula``, ``chemical_system``, ``chunk`` (its geometry), and as the iteration
-  goes ``U``, ``route``, ``audit``, ``status``, ``reason``, ``label_source``;
+  goes ``U``, ``route``, ``audit``, ``teach`` (the label stage wants a teacher label), ``status``,
+  ``reason``, ``label_source``;
 - ``campaign_labels``: one document per label (a structure in the audit sample has two):
   ``loop``, ``iteration``, ``id``, ``kind`` (dft, teacher), ``source`` (code or model),
   ``status``, ``reason``, ``energy`` (eV, unaligned for teachers), ``n_atoms``, ``U``,
@@ -38,6 +39,7 @@ from uq_flows.settings import UqFlowsSettings, get_settings
 
 STRUCTURES, LABELS, PAIRS, LOOPS = "campaign_structures", "campaign_labels", "campaign_pairs", "campaign_loops"
 EMBEDDED_FILE = "campaign.sqlite"
+TEACH = "teach"  # campaign_structures field: the label stage wants a teacher label of this structure
 INDEXES = {
     STRUCTURES: [("loop", "iteration"), ("loop", "id"), ("loop", "route"), ("loop", "source"), ("loop", "status")],
     LABELS: [("loop", "iteration"), ("loop", "id"), ("loop", "kind", "status")],

@@ -21,10 +21,11 @@ from atomate2.vasp.jobs.core import StaticMaker
 from atomate2.vasp.sets.base import VaspInputGenerator
 from atomate2.vasp.sets.core import StaticSetGenerator
 from jobflow import Flow, Job, Maker, OnMissing, Response, job
+import numpy as np
 from pydantic import BaseModel, Field
 from pymatgen.io.vasp import Kpoints
 
-from uq_flows.campaign import StructureSet, records_of, structure_ids
+from uq_flows.campaign import TEACH, Campaign, StructureSet, records_of
 from uq_flows.ensemble.jobs import UncertaintyDocument
 from uq_flows.ensemble.members import parse_member
 from uq_flows.stages import ASSEMBLE, DFT_LABEL, TEACHER_LABEL, THRESHOLD, set_category, tag_stage
@@ -148,8 +149,12 @@ class CalculatorLabelMaker(Maker):
 
 @job(data=LABEL_DATA)
 def teacher_label_job(structures: list[StructureRecord] | StructureSet, energy_from: str, forces_from: str | None,
-                      device: str | None, only: list[str] | None = None) -> list[Label]:
-    """Teacher labels of ``structures`` (paper 001: energies and forces from chosen members); ``only`` these ids."""
+                      device: str | None, only: list[str] | None = None, only_marked: bool = False) -> list[Label]:
+    """Teacher labels of ``structures`` (paper 001: energies and forces from chosen members); ``only``
+    these ids, or (``only_marked``, a ``StructureSet``) those whose campaign row the label stage marked."""
+    if only_marked:
+        with Campaign.open() as campaign:
+            only = [row["id"] for row in campaign.rows(structures, ("id", TEACH)) if row.get(TEACH)]
     structures = records_of(structures, only)
     return teacher_labels(
         [s.to_atoms() for s in structures], [s.id for s in structures], parse_member(energy_from),
@@ -167,8 +172,9 @@ class TeacherLabelMaker(Maker):
     device: str | None = None
     category: str | None = "gpu"
 
-    def make(self, structures: list[StructureRecord] | StructureSet, only: list[str] | None = None) -> Job:
-        new_job = teacher_label_job(structures, self.energy_from, self.forces_from, self.device, only)
+    def make(self, structures: list[StructureRecord] | StructureSet, only: list[str] | None = None,
+             only_marked: bool = False) -> Job:
+        new_job = teacher_label_job(structures, self.energy_from, self.forces_from, self.device, only, only_marked)
         new_job.name = self.name
         return set_category(tag_stage(new_job, TEACHER_LABEL), self.category)
 
@@ -479,7 +485,8 @@ def label_stage_job(structures: list[StructureRecord] | StructureSet, routing: R
     itself, so nothing per structure passes through a job input. Structures given by
     reference (``StructureSet``) get one teacher job per stored chunk.
     """
-    by_id = {s.id: s for s in records_of(structures)}
+    records = records_of(structures)
+    by_id = {s.id: s for s in records}
     audited = {label.id for label in routing.audit_labels}
     rejected, _ = screen_routes(by_id, routing, maker.screens, maker.min_distance)
     screened = {label.id for label in rejected}
@@ -492,12 +499,16 @@ def label_stage_job(structures: list[StructureRecord] | StructureSet, routing: R
     teacher_output = None
     if taught and maker.teacher_maker is not None:
         if isinstance(structures, StructureSet):
+            # which structures a chunk's teacher job labels is marked in the campaign rows, so its
+            # spec does not grow with the chunk
             wanted = {s.id for s in taught}
-            teachers = []
-            for chunk in structures.split():
-                ids = [i for i in structure_ids(chunk)[0] if i in wanted]
-                if ids:
-                    teachers.append(maker.teacher_maker.make(chunk, only=ids))
+            with Campaign.open() as campaign:
+                campaign.update_structures(structures.loop, structures.iteration,
+                                           {s.id: {TEACH: s.id in wanted} for s in records})
+            teachers, offsets = [], np.cumsum([0, *structures.sizes])
+            for k, chunk in enumerate(structures.split()):
+                if any(s.id in wanted for s in records[offsets[k]:offsets[k + 1]]):
+                    teachers.append(maker.teacher_maker.make(chunk, only_marked=True))
             jobs += teachers
             teacher_output = [t.output for t in teachers]
         else:
