@@ -12,6 +12,8 @@ LOOP_KEY = "uq_flows_loop"  # job and workflow metadata: the loop id
 STAGE_KEY = "uq_flows_stage"  # job metadata: what the job's output is
 
 # the stages a loop's documents are looked up by
+MEMBER_PREDICTION = "member prediction"  # one member on one chunk (MemberPredictions); metadata MEMBER_KEY, CHUNK_KEY
+MEMBER_KEY, CHUNK_KEY = "uq_flows_member", "uq_flows_chunk"
 SCORE = "score"  # combined ensemble uncertainty (UncertaintyDocument)
 THRESHOLD = "threshold"  # routes (RoutingDocument)
 DFT_LABEL = "dft label"  # one DFT (or stand-in reference) Label per structure

@@ -71,3 +71,48 @@ def test_dft_batches_and_teacher_chunks_label_every_structure_once(job_store, tm
     # teacher jobs find their structures by the stage's marks in the campaign rows, not by id lists in their inputs
     rows = Campaign.open()[STRUCTURES].find({"loop": "batch-4"}, {"id": 1, TEACH: 1})
     assert {r["id"] for r in rows if r[TEACH]} == {r.id for r in records} - deferred
+
+
+def test_a_teacher_that_is_a_member_reuses_the_scoring_predictions(job_store, tmp_path, monkeypatch):
+    """Teacher labels from the scoring stage's predictions equal a second model pass, without one."""
+    from ase.calculators.emt import EMT as EmtCalculator
+    from jobflow import Flow
+
+    from uq_flows.ensemble.jobs import EnsembleScoreMaker
+
+    monkeypatch.setenv("UQ_FLOWS_SCORE_CHUNK_SIZE", "8")
+    get_settings.cache_clear()
+    records = cells(20)
+    dft_ids, deferred = {records[0].id}, {records[3].id}
+    rerun, _ = label(job_store, tmp_path, records, dft_ids, batch_size=1, deferred=deferred)
+
+    stored = Campaign.open().add_structures("reuse", 0, records)
+    score = EnsembleScoreMaker(members=[EMT, "stretched=ase:tests.flows.slow_calculators:StretchedEMT"]).make(stored)
+    scored = EnsembleScoreMaker.prediction_jobs(score)
+    assert [len(uuids) for uuids in scored.values()] == [3, 3]
+    routes = [Route(id=r.id, U=1.0 if r.id in dft_ids | deferred else 0.1, reason="test",
+                    route="dft" if r.id in dft_ids else "deferred" if r.id in deferred else "teacher") for r in records]
+    routing = RoutingDocument(uc=0.5, uc_source="given", routes=routes, counts=count_routes(routes))
+    stage = LabelStageMaker(dft_maker=CalculatorLabelMaker(calculator=EMT), teacher_maker=TeacherLabelMaker(energy_from=EMT),
+                            assemble_maker=AssembleMaker(align_energies=False)).make(stored, routing, scored)
+    run_locally(Flow([score]), store=job_store, root_dir=tmp_path / "score", log=False, ensure_success=True)
+    calls = []
+    original = EmtCalculator.calculate
+    monkeypatch.setattr(EmtCalculator, "calculate", lambda self, *a, **k: (calls.append(1), original(self, *a, **k))[1])
+    run_locally(stage, store=job_store, root_dir=tmp_path / "reuse", log=False, ensure_success=True)
+    reused = flow_output(job_store, stage)
+    assert len(calls) == 1  # the one DFT (reference) label; no teacher pass
+    teacher = {x.id: x for x in reused.labels if x.kind == "teacher"}
+    expected = {x.id: x for x in rerun.labels if x.kind == "teacher"}
+    assert set(teacher) == set(expected) == {r.id for r in records} - deferred - dft_ids
+    for structure_id, x in teacher.items():
+        assert x.energy == expected[structure_id].energy and x.forces == expected[structure_id].forces
+        assert x.provenance == expected[structure_id].provenance and x.source == expected[structure_id].source
+    # a scoring chunk that left no output: that chunk's teacher runs the model, with the same labels
+    missing = {EMT: [scored[EMT][0], "no-such-scoring-job", scored[EMT][2]]}
+    fallback = LabelStageMaker(dft_maker=CalculatorLabelMaker(calculator=EMT), teacher_maker=TeacherLabelMaker(energy_from=EMT),
+                               assemble_maker=AssembleMaker(align_energies=False)).make(stored, routing, missing)
+    calls.clear()
+    run_locally(fallback, store=job_store, root_dir=tmp_path / "fallback", log=False, ensure_success=True)
+    assert len(calls) == 1 + 8  # the DFT label and the second chunk's 8 structures
+    assert {x.id: x.energy for x in flow_output(job_store, fallback).labels} == {x.id: x.energy for x in reused.labels}

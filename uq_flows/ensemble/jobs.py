@@ -26,7 +26,7 @@ from uq_flows.ensemble.scoring import (
     concatenate_predictions,
     resolve_weights,
 )
-from uq_flows.stages import SCORE, set_category, tag_stage
+from uq_flows.stages import CHUNK_KEY, MEMBER_KEY, MEMBER_PREDICTION, SCORE, STAGE_KEY, set_category, tag_stage
 from uq_flows.screening import HARD_MIN_DISTANCE, check_min_distance
 from uq_flows.records import StructureRecord
 from uq_flows.settings import get_settings
@@ -192,6 +192,8 @@ class EnsembleScoreMaker(Maker):
             for c, chunk in enumerate(chunks):
                 predict = self.prediction_maker.make(text, chunk, self.min_distance)
                 predict.name = f"{predict.name} {c + 1}/{n_chunks}"
+                predict.metadata.update({MEMBER_KEY: text, CHUNK_KEY: c})
+                tag_stage(predict, MEMBER_PREDICTION)
                 jobs.append(predict)
                 predictions[name].append(predict.output)
         combine = self.combine_maker.make(
@@ -199,3 +201,12 @@ class EnsembleScoreMaker(Maker):
             {spec.name: spec.version for spec in specs},
         )
         return Flow([*jobs, tag_stage(combine, SCORE)], output=combine.output, name=self.name)
+
+    @staticmethod
+    def prediction_jobs(flow: Flow) -> dict[str, list[str]]:
+        """The uuids of a scoring flow's prediction jobs: member text → one per chunk, in order."""
+        found: dict[str, dict[int, str]] = {}
+        for job_ in flow.jobs:
+            if job_.metadata.get(STAGE_KEY) == MEMBER_PREDICTION:
+                found.setdefault(job_.metadata[MEMBER_KEY], {})[job_.metadata[CHUNK_KEY]] = job_.uuid
+        return {member: [chunks[c] for c in sorted(chunks)] for member, chunks in found.items()}

@@ -75,6 +75,7 @@ from uq_flows.selection.jobs import (
     SelectionMaker,
 )
 from uq_flows.selection.references import shifted_references
+from uq_flows.screening import HARD_MIN_DISTANCE
 from uq_flows.settings import get_settings
 from uq_flows.uncertainty import ReferenceErrors
 
@@ -142,6 +143,12 @@ def dft_maker(config: LoopConfig):
 
 def teacher_maker(config: LoopConfig) -> TeacherLabelMaker:
     return TeacherLabelMaker(energy_from=config.teacher.energy_from, forces_from=config.teacher.forces_from)
+
+
+def teacher_reuses_scores(config: LoopConfig) -> bool:
+    """A teacher that is an ensemble member takes its labels from the scoring predictions when
+    scoring screened at least as strictly as the teacher does (so it saw no structure the teacher would refuse)."""
+    return config.screens.candidates.min_distance >= HARD_MIN_DISTANCE
 
 
 def threshold_maker(config: LoopConfig, iteration: int, n_candidates: int, budget: int | None) -> ThresholdMaker:
@@ -221,7 +228,7 @@ def iteration_job(config: LoopConfig, iteration: int, candidates: StructureSet, 
                                      loop=config.name, align_energies=False, max_residual=config.align_max_residual),
         screens=config.screens,
         dft_batch_size=config.dft.batch_size,
-    ).make(candidates, routing)
+    ).make(candidates, routing, EnsembleScoreMaker.prediction_jobs(score) if teacher_reuses_scores(config) else None)
     references = None
     if config.select.formation_energy_prefilter and "elemental_references" not in config.select.qbc_config \
             and iteration == 0:

@@ -20,14 +20,16 @@ from atomate2.vasp.jobs.base import _DATA_OBJECTS
 from atomate2.vasp.jobs.core import StaticMaker
 from atomate2.vasp.sets.base import VaspInputGenerator
 from atomate2.vasp.sets.core import StaticSetGenerator
-from jobflow import Flow, Job, Maker, OnMissing, Response, job
+from jobflow import CURRENT_JOB, Flow, Job, Maker, OnMissing, Response, job
 import numpy as np
+from monty.json import MontyDecoder
 from pydantic import BaseModel, Field
 from pymatgen.io.vasp import Kpoints
 
-from uq_flows.campaign import TEACH, Campaign, StructureSet, records_of
+from uq_flows.campaign import TEACH, Campaign, StructureSet, records_of, structure_ids
 from uq_flows.ensemble.jobs import UncertaintyDocument
-from uq_flows.ensemble.members import parse_member
+from uq_flows.ensemble.predict import MemberPredictions
+from uq_flows.ensemble.members import MemberSpec, parse_member
 from uq_flows.stages import ASSEMBLE, DFT_LABEL, TEACHER_LABEL, THRESHOLD, set_category, tag_stage
 from uq_flows.labeling.alignment import DEFAULT_MAX_RESIDUAL
 from uq_flows.labeling.assembly import DistilledDataset, assemble_dataset
@@ -47,7 +49,7 @@ from uq_flows.screening import (
     structure_problem,
 )
 from uq_flows.labeling.source_screens import SourceScreens
-from uq_flows.labeling.teacher import teacher_labels
+from uq_flows.labeling.teacher import labels_from_predictions, teacher_labels
 from uq_flows.labeling.vasp import (
     PAPER_INCAR,
     PAPER_KPOINT_SPACING,
@@ -149,17 +151,44 @@ class CalculatorLabelMaker(Maker):
 
 @job(data=LABEL_DATA)
 def teacher_label_job(structures: list[StructureRecord] | StructureSet, energy_from: str, forces_from: str | None,
-                      device: str | None, only: list[str] | None = None, only_marked: bool = False) -> list[Label]:
+                      device: str | None, only: list[str] | None = None, only_marked: bool = False,
+                      scored: dict[str, str] | None = None) -> list[Label]:
     """Teacher labels of ``structures`` (paper 001: energies and forces from chosen members); ``only``
-    these ids, or (``only_marked``, a ``StructureSet``) those whose campaign row the label stage marked."""
+    these ids, or (``only_marked``, a ``StructureSet``) those whose campaign row the label stage marked.
+
+    ``scored``: member text → uuid of the scoring job that ran it on exactly these structures.
+    When the teacher's members are among them, the labels are taken from those predictions
+    (read from the JobStore) instead of running the models again; a missing one (a scoring
+    chunk that failed) means the models run.
+    """
     if only_marked:
         with Campaign.open() as campaign:
             only = [row["id"] for row in campaign.rows(structures, ("id", TEACH)) if row.get(TEACH)]
+    energy_spec = parse_member(energy_from)
+    forces_spec = parse_member(forces_from) if forces_from else None
+    energy, forces = (_scored_predictions(scored or {}, spec) for spec in (energy_spec, forces_spec))
+    if energy is not None and (forces_spec is None or forces is not None):
+        ids, _ = structure_ids(structures)
+        if len(energy.energies) == len(ids) and (forces is None or len(forces.energies) == len(ids)):
+            wanted = None if only is None else set(only)
+            picks = [(j, i) for j, i in enumerate(ids) if wanted is None or i in wanted]
+            return labels_from_predictions(picks, energy, forces or energy, energy_spec, forces_spec)
     structures = records_of(structures, only)
-    return teacher_labels(
-        [s.to_atoms() for s in structures], [s.id for s in structures], parse_member(energy_from),
-        parse_member(forces_from) if forces_from else None, device,
-    )
+    return teacher_labels([s.to_atoms() for s in structures], [s.id for s in structures], energy_spec, forces_spec,
+                          device)
+
+
+def _scored_predictions(scored: dict[str, str], spec: MemberSpec | None) -> MemberPredictions | None:
+    """The predictions of the scoring job that ran ``spec`` (the same member, by its parsed spec), or None."""
+    uuid = None if spec is None else next((u for text, u in scored.items() if parse_member(text) == spec), None)
+    if uuid is None:
+        return None
+    try:
+        output = CURRENT_JOB.store.get_output(uuid, load=True)
+    except ValueError:  # the scoring job did not finish
+        return None
+    output = MontyDecoder().process_decoded(output)
+    return output if isinstance(output, MemberPredictions) else None
 
 
 @dataclass
@@ -173,8 +202,12 @@ class TeacherLabelMaker(Maker):
     category: str | None = "gpu"
 
     def make(self, structures: list[StructureRecord] | StructureSet, only: list[str] | None = None,
-             only_marked: bool = False) -> Job:
-        new_job = teacher_label_job(structures, self.energy_from, self.forces_from, self.device, only, only_marked)
+             only_marked: bool = False, scored: dict[str, str] | None = None) -> Job:
+        """``scored``: the uuids of scoring jobs that ran members on exactly ``structures``, by member
+        text; the teacher takes its labels from them when its members are among them."""
+        new_job = teacher_label_job(structures, self.energy_from, self.forces_from, self.device, only, only_marked,
+                                    scored or None)
+        new_job.config.expose_store = bool(scored)  # it reads the scoring predictions from the JobStore
         new_job.name = self.name
         return set_category(tag_stage(new_job, TEACHER_LABEL), self.category)
 
@@ -477,13 +510,15 @@ class AssembleMaker(Maker):
 
 @job
 def label_stage_job(structures: list[StructureRecord] | StructureSet, routing: RoutingDocument,
-                    maker: LabelStageMaker) -> Response:
+                    maker: LabelStageMaker, member_predictions: dict[str, list[str]] | None = None) -> Response:
     """Replace itself by the DFT jobs and the teacher jobs for these routes.
 
     Its output: references to their labels (``dft``, ``teacher``) only, for the assembly job
     (made beside it, so it gets the routing by reference); the assembly screens the routes
     itself, so nothing per structure passes through a job input. Structures given by
-    reference (``StructureSet``) get one teacher job per stored chunk.
+    reference (``StructureSet``) get one teacher job per stored chunk; ``member_predictions``
+    (member text → the uuid of its scoring job per chunk) let a teacher that is an ensemble
+    member reuse the scoring stage's predictions.
     """
     records = records_of(structures)
     by_id = {s.id: s for s in records}
@@ -508,7 +543,8 @@ def label_stage_job(structures: list[StructureRecord] | StructureSet, routing: R
             teachers, offsets = [], np.cumsum([0, *structures.sizes])
             for k, chunk in enumerate(structures.split()):
                 if any(s.id in wanted for s in records[offsets[k]:offsets[k + 1]]):
-                    teachers.append(maker.teacher_maker.make(chunk, only_marked=True))
+                    scored = {text: uuids[k] for text, uuids in (member_predictions or {}).items()}
+                    teachers.append(maker.teacher_maker.make(chunk, only_marked=True, scored=scored))
             jobs += teachers
             teacher_output = [t.output for t in teachers]
         else:
@@ -567,11 +603,14 @@ class LabelStageMaker(Maker):
     dft_batch_size: int = 1
     category: str | None = "cpu"
 
-    def make(self, structures: list[StructureRecord] | StructureSet, routing) -> Flow:
-        """The labelling jobs (made once the routes exist) and the assembly."""
+    def make(self, structures: list[StructureRecord] | StructureSet, routing,
+             member_predictions: dict[str, list[str]] | None = None) -> Flow:
+        """The labelling jobs (made once the routes exist) and the assembly; ``member_predictions``
+        (scoring job uuids per member and chunk of a ``StructureSet``, from
+        ``EnsembleScoreMaker.prediction_jobs``) spare a teacher that is a member a second model pass."""
         if not math.isfinite(self.min_distance) or self.min_distance < 0:
             raise ValueError(f"min_distance must be a non-negative number, got {self.min_distance}")
-        stage = label_stage_job(structures, routing, self)
+        stage = label_stage_job(structures, routing, self, member_predictions)
         stage.name = self.name
         set_category(stage, self.category)
         made = stage.output

@@ -38,13 +38,21 @@ def teacher_labels(
     forces = energy if forces_from.name == energy_from.name else predict_member(
         forces_from, structures, device=device, min_distance=min_distance
     )
+    return labels_from_predictions(list(enumerate(ids)), energy, forces, energy_from, forces_from)
+
+
+def labels_from_predictions(picks: Sequence[tuple[int, str]], energy: MemberPredictions, forces: MemberPredictions,
+                            energy_from: MemberSpec, forces_from: MemberSpec | None = None) -> list[Label]:
+    """Teacher labels of the structures at ``picks`` (index in the predictions, id) from predictions
+    already made: the scoring stage's, when the teacher is an ensemble member (no second model pass)."""
+    forces_from = forces_from or energy_from
     source = teacher_source(energy_from, forces_from)
     provenance = {
         "energy_from": energy_from.name, "energy_version": energy_from.version,
         "forces_from": forces_from.name, "forces_version": forces_from.version,
         "functional": energy_from.functional,
     }
-    return [_label(j, structure_id, energy, forces, source, provenance) for j, structure_id in enumerate(ids)]
+    return [_label(j, structure_id, energy, forces, source, provenance) for j, structure_id in picks]
 
 
 def _label(j: int, structure_id: str, energy: MemberPredictions, forces: MemberPredictions, source, provenance) -> Label:
