@@ -18,7 +18,7 @@ from uq_flows.labeling.jobs import (
 from uq_flows.labeling.routing import Route, count_routes
 from uq_flows.records import StructureRecord
 from uq_flows.settings import get_settings
-from uq_flows.stages import DFT_LABEL, STAGE_KEY, TEACHER_LABEL
+from uq_flows.stages import CHUNK_KEY, DFT_LABEL, MEMBER_KEY, MEMBER_PREDICTION, STAGE_KEY, TEACHER_LABEL
 
 EMT = "emt=ase:ase.calculators.emt:EMT"
 
@@ -87,14 +87,13 @@ def test_a_teacher_that_is_a_member_reuses_the_scoring_predictions(job_store, tm
     rerun, _ = label(job_store, tmp_path, records, dft_ids, batch_size=1, deferred=deferred)
 
     stored = Campaign.open().add_structures("reuse", 0, records)
-    score = EnsembleScoreMaker(members=[EMT, "stretched=ase:tests.flows.slow_calculators:StretchedEMT"]).make(stored)
-    scored = EnsembleScoreMaker.prediction_jobs(score)
-    assert [len(uuids) for uuids in scored.values()] == [3, 3]
+    members = ["stretched=ase:tests.flows.slow_calculators:StretchedEMT", EMT]
+    score = EnsembleScoreMaker(members=members).make(stored)
     routes = [Route(id=r.id, U=1.0 if r.id in dft_ids | deferred else 0.1, reason="test",
                     route="dft" if r.id in dft_ids else "deferred" if r.id in deferred else "teacher") for r in records]
     routing = RoutingDocument(uc=0.5, uc_source="given", routes=routes, counts=count_routes(routes))
     stage = LabelStageMaker(dft_maker=CalculatorLabelMaker(calculator=EMT), teacher_maker=TeacherLabelMaker(energy_from=EMT),
-                            assemble_maker=AssembleMaker(align_energies=False)).make(stored, routing, scored)
+                            assemble_maker=AssembleMaker(align_energies=False)).make(stored, routing, members)
     run_locally(Flow([score]), store=job_store, root_dir=tmp_path / "score", log=False, ensure_success=True)
     calls = []
     original = EmtCalculator.calculate
@@ -109,10 +108,44 @@ def test_a_teacher_that_is_a_member_reuses_the_scoring_predictions(job_store, tm
         assert x.energy == expected[structure_id].energy and x.forces == expected[structure_id].forces
         assert x.provenance == expected[structure_id].provenance and x.source == expected[structure_id].source
     # a scoring chunk that left no output: that chunk's teacher runs the model, with the same labels
-    missing = {EMT: [scored[EMT][0], "no-such-scoring-job", scored[EMT][2]]}
+    with job_store:
+        (second,) = job_store.query({f"metadata.{STAGE_KEY}": MEMBER_PREDICTION, f"metadata.{MEMBER_KEY}": EMT,
+                                     f"metadata.{CHUNK_KEY}": stored.chunks[1]}, properties=["uuid"])
+        job_store.remove_docs({"uuid": second["uuid"]})
     fallback = LabelStageMaker(dft_maker=CalculatorLabelMaker(calculator=EMT), teacher_maker=TeacherLabelMaker(energy_from=EMT),
-                               assemble_maker=AssembleMaker(align_energies=False)).make(stored, routing, missing)
+                               assemble_maker=AssembleMaker(align_energies=False)).make(stored, routing, members)
     calls.clear()
     run_locally(fallback, store=job_store, root_dir=tmp_path / "fallback", log=False, ensure_success=True)
     assert len(calls) == 1 + 8  # the DFT label and the second chunk's 8 structures
     assert {x.id: x.energy for x in flow_output(job_store, fallback).labels} == {x.id: x.energy for x in reused.labels}
+
+
+def test_many_chunks_are_made_in_groups_with_the_same_results(job_store, tmp_path, monkeypatch):
+    """Beyond FAN_OUT chunks, scoring and teacher jobs are made by group jobs at run time (each
+    FireWorks launch record then holds at most FAN_OUT specs); U and labels do not change."""
+    from jobflow import Flow
+
+    import uq_flows.campaign.jobs as chunked
+    from uq_flows.ensemble.jobs import EnsembleScoreMaker
+
+    monkeypatch.setenv("UQ_FLOWS_SCORE_CHUNK_SIZE", "4")
+    get_settings.cache_clear()
+    records = cells(20)  # 5 chunks
+    stored = Campaign.open().add_structures("groups", 0, records)
+    members = [EMT, "stretched=ase:tests.flows.slow_calculators:StretchedEMT"]
+    direct = EnsembleScoreMaker(members=members).make(stored)
+    assert len(direct.jobs) == 2 * 5 + 1
+    monkeypatch.setattr(chunked, "FAN_OUT", 2)
+    grouped = EnsembleScoreMaker(members=members).make(stored)
+    assert len(grouped.jobs) == 2 * 3 + 1  # groups of 2, 2 and 1 chunks per member
+    routes = [Route(id=r.id, U=0.1, reason="test", route="teacher") for r in records]
+    routing = RoutingDocument(uc=0.5, uc_source="given", routes=routes, counts=count_routes(routes))
+    stage = LabelStageMaker(dft_maker=CalculatorLabelMaker(calculator=EMT), teacher_maker=TeacherLabelMaker(energy_from=EMT),
+                            assemble_maker=AssembleMaker(align_energies=False)).make(stored, routing, members)
+    for flow, folder in ((direct, "direct"), (grouped, "grouped"), (stage, "label")):
+        run_locally(Flow([flow]), store=job_store, root_dir=tmp_path / folder, log=False, ensure_success=True)
+    by_direct = {s.id: s.U for s in flow_output(job_store, direct).structures}
+    by_group = {s.id: s.U for s in flow_output(job_store, grouped).structures}
+    assert by_group == by_direct and len(by_group) == 20 and all(u is not None for u in by_group.values())
+    labels = flow_output(job_store, stage).labels
+    assert sorted(x.id for x in labels) == sorted(r.id for r in records) and all(x.ok for x in labels)

@@ -18,6 +18,7 @@ from jobflow import Flow, Job, Maker, OnMissing, job
 from pydantic import BaseModel, Field
 
 from uq_flows.campaign import StructureSet, records_of
+from uq_flows.campaign.jobs import chunk_jobs, ungroup
 from uq_flows.campaign import structure_ids as structure_ids_of
 from uq_flows.ensemble.members import parse_member
 from uq_flows.ensemble.predict import MemberPredictions, predict_member
@@ -26,7 +27,7 @@ from uq_flows.ensemble.scoring import (
     concatenate_predictions,
     resolve_weights,
 )
-from uq_flows.stages import CHUNK_KEY, MEMBER_KEY, MEMBER_PREDICTION, SCORE, STAGE_KEY, set_category, tag_stage
+from uq_flows.stages import CHUNK_KEY, MEMBER_KEY, MEMBER_PREDICTION, SCORE, set_category, tag_stage
 from uq_flows.screening import HARD_MIN_DISTANCE, check_min_distance
 from uq_flows.records import StructureRecord
 from uq_flows.settings import get_settings
@@ -80,10 +81,15 @@ class MemberPredictionMaker(Maker):
     device: str | None = None
     category: str | None = field(default_factory=lambda: get_settings().score_category)
 
-    def make(self, member: str, structures: list[StructureRecord], min_distance: float = HARD_MIN_DISTANCE) -> Job:
+    def make(self, member: str, structures: list[StructureRecord] | StructureSet,
+             min_distance: float = HARD_MIN_DISTANCE) -> Job:
+        """Tagged with the member and, for a stored chunk, its id: a teacher that is this member finds it."""
         new_job = predict_chunk(member, structures, self.device, check_min_distance(min_distance))
         new_job.name = f"{self.name} {member}"
-        return set_category(new_job, self.category)
+        new_job.metadata[MEMBER_KEY] = member
+        if isinstance(structures, StructureSet) and len(structures.chunks) == 1:
+            new_job.metadata[CHUNK_KEY] = structures.chunks[0]
+        return set_category(tag_stage(new_job, MEMBER_PREDICTION), self.category)
 
 
 @job(data=["mean_forces"])
@@ -109,7 +115,7 @@ def combine_uncertainty(
     joined = []
     for member in members:
         chunks = []
-        for c, chunk in enumerate(predictions[member]):
+        for c, chunk in enumerate(ungroup(predictions[member], len(chunk_sizes))):
             if chunk is None:
                 sizes = n_atoms[offsets[c] : offsets[c + 1]]
                 reason = f"prediction job for chunk {c} did not complete"
@@ -177,36 +183,26 @@ class EnsembleScoreMaker(Maker):
         if isinstance(structures, StructureSet) and structures.n == 0 or not structures:
             raise ValueError("no structures to score")
         specs = [parse_member(m) for m in self.members]  # fail early on unknown members
+        jobs, predictions = [], {}
         if isinstance(structures, StructureSet):
-            chunks = structures.split()
             ids, n_atoms, sizes = structures, None, structures.sizes
+            for text, spec in zip(self.members, specs):
+                made = chunk_jobs(self.prediction_maker, structures, member=text, min_distance=self.min_distance)
+                jobs += made
+                predictions[spec.name] = [j.output for j in made]
         else:
             n_chunks = math.ceil(len(structures) / self.chunk_size)
             chunks = [structures[c * self.chunk_size : (c + 1) * self.chunk_size] for c in range(n_chunks)]
             ids, n_atoms, sizes = [s.id for s in structures], [s.n_atoms for s in structures], [len(c) for c in chunks]
-        n_chunks = len(chunks)
-        jobs, predictions = [], {}
-        for text, spec in zip(self.members, specs):
-            name = spec.name
-            predictions[name] = []
-            for c, chunk in enumerate(chunks):
-                predict = self.prediction_maker.make(text, chunk, self.min_distance)
-                predict.name = f"{predict.name} {c + 1}/{n_chunks}"
-                predict.metadata.update({MEMBER_KEY: text, CHUNK_KEY: c})
-                tag_stage(predict, MEMBER_PREDICTION)
-                jobs.append(predict)
-                predictions[name].append(predict.output)
+            for text, spec in zip(self.members, specs):
+                predictions[spec.name] = []
+                for c, chunk in enumerate(chunks):
+                    predict = self.prediction_maker.make(text, chunk, self.min_distance)
+                    predict.name = f"{predict.name} {c + 1}/{n_chunks}"
+                    jobs.append(predict)
+                    predictions[spec.name].append(predict.output)
         combine = self.combine_maker.make(
             ids, n_atoms, sizes, predictions,
             {spec.name: spec.version for spec in specs},
         )
         return Flow([*jobs, tag_stage(combine, SCORE)], output=combine.output, name=self.name)
-
-    @staticmethod
-    def prediction_jobs(flow: Flow) -> dict[str, list[str]]:
-        """The uuids of a scoring flow's prediction jobs: member text → one per chunk, in order."""
-        found: dict[str, dict[int, str]] = {}
-        for job_ in flow.jobs:
-            if job_.metadata.get(STAGE_KEY) == MEMBER_PREDICTION:
-                found.setdefault(job_.metadata[MEMBER_KEY], {})[job_.metadata[CHUNK_KEY]] = job_.uuid
-        return {member: [chunks[c] for c in sorted(chunks)] for member, chunks in found.items()}

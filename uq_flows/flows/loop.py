@@ -228,7 +228,7 @@ def iteration_job(config: LoopConfig, iteration: int, candidates: StructureSet, 
                                      loop=config.name, align_energies=False, max_residual=config.align_max_residual),
         screens=config.screens,
         dft_batch_size=config.dft.batch_size,
-    ).make(candidates, routing, EnsembleScoreMaker.prediction_jobs(score) if teacher_reuses_scores(config) else None)
+    ).make(candidates, routing, config.members if teacher_reuses_scores(config) else None)
     references = None
     if config.select.formation_energy_prefilter and "elemental_references" not in config.select.qbc_config \
             and iteration == 0:

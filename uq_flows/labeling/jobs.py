@@ -27,10 +27,22 @@ from pydantic import BaseModel, Field
 from pymatgen.io.vasp import Kpoints
 
 from uq_flows.campaign import TEACH, Campaign, StructureSet, records_of, structure_ids
+from uq_flows.campaign.jobs import chunk_jobs
 from uq_flows.ensemble.jobs import UncertaintyDocument
 from uq_flows.ensemble.predict import MemberPredictions
 from uq_flows.ensemble.members import MemberSpec, parse_member
-from uq_flows.stages import ASSEMBLE, DFT_LABEL, TEACHER_LABEL, THRESHOLD, set_category, tag_stage
+from uq_flows.stages import (
+    ASSEMBLE,
+    CHUNK_KEY,
+    DFT_LABEL,
+    MEMBER_KEY,
+    MEMBER_PREDICTION,
+    STAGE_KEY,
+    TEACHER_LABEL,
+    THRESHOLD,
+    set_category,
+    tag_stage,
+)
 from uq_flows.labeling.alignment import DEFAULT_MAX_RESIDUAL
 from uq_flows.labeling.assembly import DistilledDataset, assemble_dataset
 from uq_flows.labeling.cp2k import Cp2kLabeller, Cp2kSettings
@@ -152,24 +164,25 @@ class CalculatorLabelMaker(Maker):
 @job(data=LABEL_DATA)
 def teacher_label_job(structures: list[StructureRecord] | StructureSet, energy_from: str, forces_from: str | None,
                       device: str | None, only: list[str] | None = None, only_marked: bool = False,
-                      scored: dict[str, str] | None = None) -> list[Label]:
+                      scored_members: list[str] | None = None) -> list[Label]:
     """Teacher labels of ``structures`` (paper 001: energies and forces from chosen members); ``only``
     these ids, or (``only_marked``, a ``StructureSet``) those whose campaign row the label stage marked.
 
-    ``scored``: member text → uuid of the scoring job that ran it on exactly these structures.
-    When the teacher's members are among them, the labels are taken from those predictions
-    (read from the JobStore) instead of running the models again; a missing one (a scoring
-    chunk that failed) means the models run.
+    ``scored_members``: the ensemble that scored this stored chunk. When the teacher's members
+    are among them, the labels are taken from their scoring jobs' predictions (found in the
+    JobStore by stage, member and chunk) instead of running the models again; a missing one (a
+    scoring job that failed) means the models run.
     """
     if only_marked:
         with Campaign.open() as campaign:
             only = [row["id"] for row in campaign.rows(structures, ("id", TEACH)) if row.get(TEACH)]
     energy_spec = parse_member(energy_from)
     forces_spec = parse_member(forces_from) if forces_from else None
-    energy, forces = (_scored_predictions(scored or {}, spec) for spec in (energy_spec, forces_spec))
-    if energy is not None and (forces_spec is None or forces is not None):
-        ids, _ = structure_ids(structures)
-        if len(energy.energies) == len(ids) and (forces is None or len(forces.energies) == len(ids)):
+    if scored_members and isinstance(structures, StructureSet) and len(structures.chunks) == 1:
+        energy, forces = (_scored_predictions(structures.chunks[0], scored_members, spec)
+                          for spec in (energy_spec, forces_spec))
+        if energy is not None and (forces_spec is None or forces is not None):
+            ids, _ = structure_ids(structures)
             wanted = None if only is None else set(only)
             picks = [(j, i) for j, i in enumerate(ids) if wanted is None or i in wanted]
             return labels_from_predictions(picks, energy, forces or energy, energy_spec, forces_spec)
@@ -178,16 +191,15 @@ def teacher_label_job(structures: list[StructureRecord] | StructureSet, energy_f
                           device)
 
 
-def _scored_predictions(scored: dict[str, str], spec: MemberSpec | None) -> MemberPredictions | None:
-    """The predictions of the scoring job that ran ``spec`` (the same member, by its parsed spec), or None."""
-    uuid = None if spec is None else next((u for text, u in scored.items() if parse_member(text) == spec), None)
-    if uuid is None:
+def _scored_predictions(chunk: str, members: list[str], spec: MemberSpec | None) -> MemberPredictions | None:
+    """What the scoring job of ``chunk`` predicted with the member ``spec`` (by its parsed spec), or None."""
+    member = None if spec is None else next((text for text in members if parse_member(text) == spec), None)
+    if member is None:
         return None
-    try:
-        output = CURRENT_JOB.store.get_output(uuid, load=True)
-    except ValueError:  # the scoring job did not finish
-        return None
-    output = MontyDecoder().process_decoded(output)
+    doc = CURRENT_JOB.store.query_one({f"metadata.{STAGE_KEY}": MEMBER_PREDICTION, f"metadata.{MEMBER_KEY}": member,
+                                       f"metadata.{CHUNK_KEY}": chunk, "output": {"$ne": None}},
+                                      properties=["output"], load=True)
+    output = None if doc is None else MontyDecoder().process_decoded(doc["output"])
     return output if isinstance(output, MemberPredictions) else None
 
 
@@ -202,12 +214,12 @@ class TeacherLabelMaker(Maker):
     category: str | None = "gpu"
 
     def make(self, structures: list[StructureRecord] | StructureSet, only: list[str] | None = None,
-             only_marked: bool = False, scored: dict[str, str] | None = None) -> Job:
-        """``scored``: the uuids of scoring jobs that ran members on exactly ``structures``, by member
-        text; the teacher takes its labels from them when its members are among them."""
+             only_marked: bool = False, scored_members: list[str] | None = None) -> Job:
+        """``scored_members``: the ensemble that scored ``structures`` (one stored chunk); a teacher
+        among them takes its labels from those predictions."""
         new_job = teacher_label_job(structures, self.energy_from, self.forces_from, self.device, only, only_marked,
-                                    scored or None)
-        new_job.config.expose_store = bool(scored)  # it reads the scoring predictions from the JobStore
+                                    scored_members or None)
+        new_job.config.expose_store = bool(scored_members)  # it reads the scoring predictions from the JobStore
         new_job.name = self.name
         return set_category(tag_stage(new_job, TEACHER_LABEL), self.category)
 
@@ -479,8 +491,9 @@ def assemble_job(structures: list[StructureRecord] | StructureSet, routing: Rout
 
 
 def _flat(outputs) -> list[Label | None]:
-    """Job outputs (a label, a list of labels, or None for a job that did not finish) as labels."""
-    return [x for output in outputs for x in (output if isinstance(output, list) else [output])]
+    """Job outputs (a label, a list of labels, lists of those from a group of jobs, or None for a
+    job that did not finish) as labels."""
+    return [x for output in outputs for x in (_flat(output) if isinstance(output, list) else [output])]
 
 
 @dataclass
@@ -510,15 +523,15 @@ class AssembleMaker(Maker):
 
 @job
 def label_stage_job(structures: list[StructureRecord] | StructureSet, routing: RoutingDocument,
-                    maker: LabelStageMaker, member_predictions: dict[str, list[str]] | None = None) -> Response:
+                    maker: LabelStageMaker, scored_members: list[str] | None = None) -> Response:
     """Replace itself by the DFT jobs and the teacher jobs for these routes.
 
     Its output: references to their labels (``dft``, ``teacher``) only, for the assembly job
     (made beside it, so it gets the routing by reference); the assembly screens the routes
     itself, so nothing per structure passes through a job input. Structures given by
-    reference (``StructureSet``) get one teacher job per stored chunk; ``member_predictions``
-    (member text → the uuid of its scoring job per chunk) let a teacher that is an ensemble
-    member reuse the scoring stage's predictions.
+    reference (``StructureSet``) get one teacher job per stored chunk (in groups, see
+    ``campaign.jobs``); ``scored_members`` (the ensemble that scored them) let a teacher that is
+    a member reuse the scoring stage's predictions.
     """
     records = records_of(structures)
     by_id = {s.id: s for s in records}
@@ -540,11 +553,12 @@ def label_stage_job(structures: list[StructureRecord] | StructureSet, routing: R
             with Campaign.open() as campaign:
                 campaign.update_structures(structures.loop, structures.iteration,
                                            {s.id: {TEACH: s.id in wanted} for s in records})
-            teachers, offsets = [], np.cumsum([0, *structures.sizes])
-            for k, chunk in enumerate(structures.split()):
-                if any(s.id in wanted for s in records[offsets[k]:offsets[k + 1]]):
-                    scored = {text: uuids[k] for text, uuids in (member_predictions or {}).items()}
-                    teachers.append(maker.teacher_maker.make(chunk, only_marked=True, scored=scored))
+            offsets = np.cumsum([0, *structures.sizes])
+            keep = [k for k in range(len(structures.chunks))
+                    if any(s.id in wanted for s in records[offsets[k]:offsets[k + 1]])]
+            taught_chunks = structures.model_copy(update={"chunks": [structures.chunks[k] for k in keep],
+                                                          "sizes": [structures.sizes[k] for k in keep]})
+            teachers = chunk_jobs(maker.teacher_maker, taught_chunks, only_marked=True, scored_members=scored_members)
             jobs += teachers
             teacher_output = [t.output for t in teachers]
         else:
@@ -604,13 +618,12 @@ class LabelStageMaker(Maker):
     category: str | None = "cpu"
 
     def make(self, structures: list[StructureRecord] | StructureSet, routing,
-             member_predictions: dict[str, list[str]] | None = None) -> Flow:
-        """The labelling jobs (made once the routes exist) and the assembly; ``member_predictions``
-        (scoring job uuids per member and chunk of a ``StructureSet``, from
-        ``EnsembleScoreMaker.prediction_jobs``) spare a teacher that is a member a second model pass."""
+             scored_members: list[str] | None = None) -> Flow:
+        """The labelling jobs (made once the routes exist) and the assembly; ``scored_members`` (the
+        ensemble that scored a ``StructureSet``) spare a teacher that is a member a second model pass."""
         if not math.isfinite(self.min_distance) or self.min_distance < 0:
             raise ValueError(f"min_distance must be a non-negative number, got {self.min_distance}")
-        stage = label_stage_job(structures, routing, self, member_predictions)
+        stage = label_stage_job(structures, routing, self, scored_members)
         stage.name = self.name
         set_category(stage, self.category)
         made = stage.output
