@@ -3,38 +3,22 @@
 An iteration's outcome is written once, by its record job: the structures' rows get their U,
 route, status and reason; every final label (ok, failed, rejected) becomes a row with its
 forces in a chunk; the alignment pairs and the teacher's elemental references are stored.
-The fit draws its training set from there (``load_pool``), so no job carries the pool.
+(The assembly of a stored candidate set writes the labels itself, with their forces.) The fit
+draws its training set from there (``load_pool``), so no job carries the pool.
 """
 
 from __future__ import annotations
-
-from collections.abc import Mapping
-
-import numpy as np
 
 from uq_flows.campaign import Campaign
 from uq_flows.ensemble.jobs import UncertaintyDocument
 from uq_flows.labeling.alignment import DEFAULT_MAX_RESIDUAL, AlignmentPair
 from uq_flows.labeling.assembly import DistilledDataset
 from uq_flows.labeling.jobs import RoutingDocument
-from uq_flows.labeling.labels import OK, Label
-from uq_flows.labeling.pool import AUDIT_KEY, TrainingPool
+from uq_flows.labeling.labels import OK
+from uq_flows.labeling.pool import TrainingPool
+from uq_flows.labeling.stored import label_of, store_labels
 
 POOL = "pool"  # campaign_loops kind of the pool's small facts (teacher references)
-
-
-def label_row(label: Label, n_atoms: int) -> dict:
-    """The small document of a label (its forces and stress go to a chunk)."""
-    return {"id": label.id, "kind": label.kind, "source": label.source, "status": label.status,
-            "reason": label.reason, "energy": label.energy, "n_atoms": n_atoms, "U": label.U,
-            "audit": bool(label.provenance.get(AUDIT_KEY)), "provenance": label.provenance}
-
-
-def label_of(row: Mapping, forces: np.ndarray | None, stress: np.ndarray | None) -> Label:
-    return Label(id=row["id"], status=row["status"], kind=row["kind"], source=row["source"], energy=row.get("energy"),
-                 forces=None if forces is None else forces.reshape(-1, 3).tolist(),
-                 stress=None if stress is None else stress.tolist(), reason=row.get("reason"),
-                 provenance=row.get("provenance") or {}, U=row.get("U"), iteration=row["iteration"], loop=row["loop"])
 
 
 def store_iteration(campaign: Campaign, loop: str, iteration: int, uncertainty: UncertaintyDocument,
@@ -52,9 +36,8 @@ def store_iteration(campaign: Campaign, loop: str, iteration: int, uncertainty: 
         updates[label.id].update(stage="labelled", status=label.status, reason=label.reason,
                                  label_kind=label.kind, label_source=label.source)
     campaign.update_structures(loop, iteration, updates)
-    campaign.add_labels(loop, iteration, [label_row(x, n_atoms[x.id]) for x in labels],
-                        [None if x.forces is None else np.asarray(x.forces, float) for x in labels],
-                        [None if x.stress is None else np.asarray(x.stress, float) for x in labels])
+    if dataset is None or not dataset.forces_stored:  # else the assembly stored them, with every force
+        store_labels(campaign, loop, iteration, labels, n_atoms)
     campaign.add_pairs(loop, iteration, [p.model_dump() for p in (dataset.pairs if dataset else [])])
     campaign.put_loop_document(loop, iteration, POOL, {"teacher_references": teacher_references,
                                                        "align_energies": align_energies, "max_residual": max_residual})
@@ -80,9 +63,3 @@ def load_pool(campaign: Campaign, loop: str, up_to: int | None = None) -> Traini
     pairs = [AlignmentPair.model_validate({k: v for k, v in p.items() if k != "loop"})
              for p in campaign.pairs(loop, up_to)]
     return pool.merged([structures[x.id] for x in labels], labels, pairs)
-
-
-def stored_labels(campaign: Campaign, query: Mapping) -> list[Label]:
-    """Labels matching a ``campaign_labels`` query, with their forces."""
-    return [label_of(row, forces, stress) for row, forces, stress in campaign.labels({**query})]
-

@@ -38,7 +38,7 @@ from uq_flows.ensemble.jobs import (
     UncertaintyDocument,
 )
 from uq_flows.explore.jobs import MDExploreMaker
-from uq_flows.flows.campaign_pool import load_pool, store_iteration, stored_labels
+from uq_flows.flows.campaign_pool import load_pool, store_iteration
 from uq_flows.flows.config import LoopConfig
 from uq_flows.labeling.assembly import DistilledDataset
 from uq_flows.labeling.jobs import (
@@ -54,6 +54,7 @@ from uq_flows.labeling.jobs import (
 )
 from uq_flows.labeling.labels import DFT, Label
 from uq_flows.labeling.pool import AUDIT_KEY, TrainingPool, TrainingSplit
+from uq_flows.labeling.stored import stored_labels
 from uq_flows.loop_state import IterationCounts, spread_evenly, unique_by_id
 from uq_flows.stages import (
     DFT_LABEL,

@@ -57,6 +57,8 @@ class DistilledDataset(BaseModel):
     labels: list[Label]
     summary: AssemblySummary
     pairs: list[AlignmentPair] = Field(default_factory=list, description="Structures with DFT and teacher labels.")
+    forces_stored: bool = Field(False, description="The labels are in the campaign database (campaign_labels) and "
+                                                   "the teacher labels here carry no forces or stress.")
 
     def ok_labels(self) -> list[Label]:
         return [label for label in self.labels if label.status == OK]

@@ -61,6 +61,7 @@ from uq_flows.screening import (
     structure_problem,
 )
 from uq_flows.labeling.source_screens import SourceScreens
+from uq_flows.labeling.stored import store_labels
 from uq_flows.labeling.teacher import labels_from_predictions, teacher_labels
 from uq_flows.labeling.vasp import (
     PAPER_INCAR,
@@ -486,8 +487,17 @@ def assemble_job(structures: list[StructureRecord] | StructureSet, routing: Rout
     by_id = {i: s.to_atoms() for i, s in records.items()}
     dft = [*routing.audit_labels, *_flat(dft_labels)]
     teacher = [*routing.audit_teacher_labels, *_flat(teacher_labels or [])]
-    return assemble_dataset(by_id, routing.routes, dft, teacher, screened, min_success_fraction,
-                            max_force, align_energies, iteration, loop, max_forces, max_residual)
+    dataset = assemble_dataset(by_id, routing.routes, dft, teacher, screened, min_success_fraction,
+                               max_force, align_energies, iteration, loop, max_forces, max_residual)
+    if not isinstance(structures, StructureSet):
+        return dataset
+    # a stored candidate set: the labels go to the campaign database; the output keeps the teacher
+    # labels without their forces (the bulk of the data), so no job reads them by value again
+    with Campaign.open() as campaign:
+        store_labels(campaign, structures.loop, structures.iteration, dataset.labels,
+                     {i: s.n_atoms for i, s in records.items()})
+    slim = [x if x.kind == DFT else x.model_copy(update={"forces": None, "stress": None}) for x in dataset.labels]
+    return dataset.model_copy(update={"labels": slim, "forces_stored": True})
 
 
 def _flat(outputs) -> list[Label | None]:
