@@ -142,10 +142,17 @@ def test_many_chunks_are_made_in_groups_with_the_same_results(job_store, tmp_pat
     routing = RoutingDocument(uc=0.5, uc_source="given", routes=routes, counts=count_routes(routes))
     stage = LabelStageMaker(dft_maker=CalculatorLabelMaker(calculator=EMT), teacher_maker=TeacherLabelMaker(energy_from=EMT),
                             assemble_maker=AssembleMaker(align_energies=False)).make(stored, routing, members)
-    for flow, folder in ((direct, "direct"), (grouped, "grouped"), (stage, "label")):
+    by_value = EnsembleScoreMaker(members=members).make(records)
+    for flow, folder in ((direct, "direct"), (grouped, "grouped"), (stage, "label"), (by_value, "value")):
         run_locally(Flow([flow]), store=job_store, root_dir=tmp_path / folder, log=False, ensure_success=True)
     by_direct = {s.id: s.U for s in flow_output(job_store, direct).structures}
-    by_group = {s.id: s.U for s in flow_output(job_store, grouped).structures}
+    scored = flow_output(job_store, grouped)
+    by_group = {s.id: s.U for s in scored.structures}
     assert by_group == by_direct and len(by_group) == 20 and all(u is not None for u in by_group.values())
+    # mean forces of a stored set live beside its geometry, not in the output
+    value = flow_output(job_store, by_value)
+    assert all(s.mean_forces is None for s in scored.structures) and scored.mean_forces_in == stored
+    means = scored.mean_forces([r.id for r in records])
+    assert {s.id: np.asarray(s.mean_forces).tolist() for s in value.structures} == {i: m.tolist() for i, m in means.items()}
     labels = flow_output(job_store, stage).labels
     assert sorted(x.id for x in labels) == sorted(r.id for r in records) and all(x.ok for x in labels)

@@ -74,6 +74,21 @@ def test_a_fit_set_is_stored_once_and_read_back_exactly(campaign):
     assert campaign.labelled_atoms(campaign.add_labelled_set("loop-a", 3, "test", [])) == []
 
 
+def test_per_structure_arrays_are_stored_beside_a_set_and_read_by_id(campaign):
+    records = structures(100)
+    stored = campaign.add_structures("loop-a", 0, records)
+    arrays = [None if k % 7 == 0 else np.full((len(r.numbers), 3), float(k)) for k, r in enumerate(records)]
+    campaign.add_set_arrays(stored, "mean_forces", arrays)
+    wanted = [records[k].id for k in (0, 1, 41, 99)]
+    got = campaign.set_arrays(stored.split()[1], "mean_forces", wanted)  # a one-chunk reference sees its chunk only
+    assert set(got) == {records[41].id} and np.array_equal(got[records[41].id].reshape(-1, 3), arrays[41])
+    got = campaign.set_arrays(stored, "mean_forces", wanted)
+    assert set(got) == {records[k].id for k in (1, 41, 99)}  # structure 0 has none
+    assert all(np.array_equal(got[records[k].id].reshape(-1, 3), arrays[k]) for k in (1, 41, 99))
+    with pytest.raises(ValueError, match="99 arrays for a set of 100"):
+        campaign.add_set_arrays(stored, "mean_forces", arrays[:99])
+
+
 def test_the_readme_queries(campaign):
     """The three pymongo queries of the README, on either backend."""
     records = structures(9)

@@ -215,6 +215,31 @@ class Campaign:
                 out.append(atoms)
         return out
 
+    def add_set_arrays(self, reference: StructureSet, name: str, arrays: Sequence[np.ndarray | None]) -> None:
+        """One array per structure of a set (in set order; None for none), stored beside each geometry chunk."""
+        if len(arrays) != reference.n:
+            raise ValueError(f"{name}: {len(arrays)} arrays for a set of {reference.n} structures")
+        ids = [row["id"] for row in self.rows(reference, ("id",))]
+        start = 0
+        for chunk, size in zip(reference.chunks, reference.sizes):
+            data = pack(ids[start:start + size], {name: arrays[start:start + size]})
+            self.database.chunks.put(f"{chunk}/{name}", reference.loop, _checked(data, f"{chunk}/{name}"))
+            start += size
+
+    def set_arrays(self, reference: StructureSet, name: str, ids: Iterable[str]) -> dict[str, np.ndarray]:
+        """The arrays ``add_set_arrays`` stored for these ids of the set (ids without one are left out)."""
+        wanted = sorted(set(ids))
+        chunks: set[str] = set()
+        for start in range(0, len(wanted), 10_000):
+            chunks.update(row["chunk"] for row in self[STRUCTURES].find(
+                {"loop": reference.loop, "iteration": reference.iteration, "id": {"$in": wanted[start:start + 10_000]},
+                 "chunk": {"$in": reference.chunks}}, {"chunk": 1}))
+        out, keep = {}, set(wanted)
+        for chunk in chunks:
+            chunk_ids, arrays = unpack(self.database.chunks.get(f"{chunk}/{name}"))
+            out.update({i: a for i, a in zip(chunk_ids, arrays[name]) if i in keep and a is not None})
+        return out
+
     def rows(self, reference: StructureSet, fields: Sequence[str] = ()) -> list[dict]:
         """The set's rows in set order (``fields`` only, when given)."""
         rows = self[STRUCTURES].find({"loop": reference.loop, "iteration": reference.iteration,

@@ -17,7 +17,7 @@ import numpy as np
 from jobflow import Flow, Job, Maker, OnMissing, job
 from pydantic import BaseModel, Field
 
-from uq_flows.campaign import StructureSet, records_of
+from uq_flows.campaign import Campaign, StructureSet, records_of
 from uq_flows.campaign.jobs import chunk_jobs, ungroup
 from uq_flows.campaign import structure_ids as structure_ids_of
 from uq_flows.ensemble.members import parse_member
@@ -35,6 +35,9 @@ from uq_flows.settings import get_settings
 DATA_KEYS = ["energies", "forces", "stresses"]
 
 
+MEAN_FORCES = "mean_forces"  # campaign set arrays: the ensemble-mean forces of a scored set
+
+
 class StructureUncertainty(BaseModel):
     """U of one structure and whether every member could predict it."""
 
@@ -44,7 +47,8 @@ class StructureUncertainty(BaseModel):
     reason: str | None = None
     n_atoms: int
     max_deviation: dict[str, float | None] = Field(description="d_jk per member (paper 001, eq. 1).")
-    mean_forces: list[list[float]] | None = Field(None, description="Plain ensemble-mean forces (eV/Å), data store.")
+    mean_forces: list[list[float]] | None = Field(None, description="Plain ensemble-mean forces (eV/Å), data store; "
+                                                                    "None when they are in the campaign database.")
 
 
 class UncertaintyDocument(BaseModel):
@@ -58,6 +62,16 @@ class UncertaintyDocument(BaseModel):
     n_ok: int
     n_failed: int
     structures: list[StructureUncertainty]
+    mean_forces_in: StructureSet | None = Field(
+        None, description="The scored set whose ensemble-mean forces are in the campaign database (MEAN_FORCES).")
+
+    def mean_forces(self, ids) -> dict[str, np.ndarray]:
+        """Ensemble-mean forces of these structures (those scored ok), wherever they are kept."""
+        if self.mean_forces_in is None:
+            wanted = set(ids)
+            return {s.id: np.asarray(s.mean_forces) for s in self.structures if s.id in wanted and s.mean_forces}
+        with Campaign.open() as campaign:
+            return {i: f.reshape(-1, 3) for i, f in campaign.set_arrays(self.mean_forces_in, MEAN_FORCES, ids).items()}
 
 
 
@@ -108,8 +122,9 @@ def combine_uncertainty(
     status ``error`` with that reason instead of stopping the stage. Given a ``StructureSet``
     (and no ``n_atoms``), ids and atom counts are read from the campaign database.
     """
-    if isinstance(structure_ids, StructureSet):
-        structure_ids, n_atoms = structure_ids_of(structure_ids)
+    stored = structure_ids if isinstance(structure_ids, StructureSet) else None
+    if stored is not None:
+        structure_ids, n_atoms = structure_ids_of(stored)
     members = list(predictions)
     offsets = np.concatenate([[0], np.cumsum(chunk_sizes)])
     joined = []
@@ -125,10 +140,15 @@ def combine_uncertainty(
     scores = combine_predictions(joined, resolve_weights(members, weights), variant)
     mean = np.mean([p.forces for p in joined], axis=0)
     offsets = np.concatenate([[0], np.cumsum(n_atoms)])
+    ok = [row["status"] == "ok" for row in scores.rows()]
+    means = [mean[offsets[j] : offsets[j + 1]] if ok[j] else None for j in range(len(ok))]
+    if stored is not None:  # beside the geometry, not in this output: it would grow with every atom scored
+        with Campaign.open() as campaign:
+            campaign.add_set_arrays(stored, MEAN_FORCES, means)
     rows = [
         StructureUncertainty(
             id=structure_id, **{k: row[k] for k in ("U", "status", "reason", "n_atoms", "max_deviation")},
-            mean_forces=mean[offsets[j] : offsets[j + 1]].tolist() if row["status"] == "ok" else None,
+            mean_forces=None if stored is not None or means[j] is None else means[j].tolist(),
         )
         for j, (structure_id, row) in enumerate(zip(structure_ids, scores.rows()))
     ]
@@ -142,6 +162,7 @@ def combine_uncertainty(
         n_ok=len(rows) - n_failed,
         n_failed=n_failed,
         structures=rows,
+        mean_forces_in=stored,
     )
 
 

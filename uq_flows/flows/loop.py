@@ -497,9 +497,9 @@ def dft_force_errors(uncertainty: UncertaintyDocument, dataset: DistilledDataset
 def force_errors(uncertainty: UncertaintyDocument, labels: list[Label], iteration: int) -> ReferenceErrors:
     """U against the ensemble-mean force error (paper 001, eq. 5) on these labels' DFT forces."""
     rows = {s.id: s for s in uncertainty.structures}
-    pairs = [(rows[x.id].U, x.forces, rows[x.id].mean_forces) for x in labels
-             if x.ok and x.kind == DFT and x.id in rows and rows[x.id].U is not None
-             and rows[x.id].mean_forces is not None]
+    used = [x for x in labels if x.ok and x.kind == DFT and x.id in rows and rows[x.id].U is not None]
+    means = uncertainty.mean_forces([x.id for x in used])
+    pairs = [(rows[x.id].U, x.forces, means[x.id]) for x in used if x.id in means]
     return ReferenceErrors.from_forces(*zip(*pairs), iteration=iteration) if pairs else ReferenceErrors.concatenate([])
 
 
