@@ -15,8 +15,11 @@ from uq_flows.labeling.labels import REJECTED
 from uq_flows.screening import (
     DEFAULT_MIN_DISTANCE,
     HARD_MIN_DISTANCE,
+    STORED_DISTANCE_CAP,
     check_min_distance,
     min_interatomic_distance,
+    shortest_distance_within,
+    structure_problem,
     non_finite_problem,
 )
 from uq_flows.labeling.teacher import teacher_labels
@@ -84,3 +87,17 @@ def test_min_distance_of_small_cells_agrees_with_the_ase_neighbour_list():
         assert min_interatomic_distance(atoms, cutoff) == pytest.approx(expected, rel=1e-9), (atoms, cutoff)
     large = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((3, 3, 2))  # 72 atoms: the neighbour list
     assert min_interatomic_distance(large) == pytest.approx(3.61 / math.sqrt(2))
+
+
+def test_a_stored_shortest_distance_decides_screens_below_its_cap():
+    """The campaign measures each structure's shortest distance once (capped at 3 Å); every screen
+    below the cap uses it, a screen above measures again."""
+    _, too_close, _ = structures()
+    roomy = Atoms("Cu2", positions=[[0, 0, 0], [0, 0, 3.4]], cell=[8, 8, 8], pbc=True)
+    assert shortest_distance_within(too_close) == pytest.approx(0.1)
+    assert shortest_distance_within(roomy) == STORED_DISTANCE_CAP  # 3.4 Å: stored as "3 Å or more"
+    assert structure_problem(roomy, 0.75, shortest=0.2) == (
+        "atoms 0.200 Å apart, closer than the minimum distance 0.75 Å")  # the stored value is used
+    assert structure_problem(roomy, 3.5, shortest=STORED_DISTANCE_CAP) == (
+        "atoms 3.400 Å apart, closer than the minimum distance 3.5 Å")  # above the cap: measured
+    assert structure_problem(roomy, 3.0, shortest=STORED_DISTANCE_CAP) is None

@@ -26,6 +26,7 @@ from uq_flows.errors import InputError
 DEFAULT_MIN_DISTANCE = 0.75  # Å
 DEFAULT_MAX_FORCE = 30.0  # eV/Å
 HARD_MIN_DISTANCE = 0.5  # Å: closer atoms make a structure unusable for scoring and labelling
+STORED_DISTANCE_CAP = 3.0  # Å: the campaign stores each structure's shortest distance, exact below this
 
 
 SMALL_CELL_ATOMS = 64  # up to this size the shortest distance is one numpy expression over images
@@ -71,9 +72,17 @@ def _small_cell_min_distance(atoms: Atoms, cutoff: float) -> float | None:
     return float(np.sqrt(squared.min())) if squared.size else float("inf")
 
 
-def structure_problem(atoms: Atoms, min_distance: float = DEFAULT_MIN_DISTANCE) -> str | None:
-    """Why ``atoms`` should not be labelled, or None."""
-    shortest = min_interatomic_distance(atoms, cutoff=max(3.0, 2 * min_distance))
+def shortest_distance_within(atoms: Atoms, cap: float = STORED_DISTANCE_CAP) -> float:
+    """The shortest interatomic distance if below ``cap`` (Å), else ``cap``: what the campaign stores."""
+    return min(min_interatomic_distance(atoms, cutoff=cap), cap)
+
+
+def structure_problem(atoms: Atoms, min_distance: float = DEFAULT_MIN_DISTANCE,
+                      shortest: float | None = None) -> str | None:
+    """Why ``atoms`` should not be labelled, or None; ``shortest``: a stored ``shortest_distance_within``
+    (exact below ``STORED_DISTANCE_CAP``), used instead of measuring again when it decides."""
+    if shortest is None or (shortest >= STORED_DISTANCE_CAP and min_distance > STORED_DISTANCE_CAP):
+        shortest = min_interatomic_distance(atoms, cutoff=max(3.0, 2 * min_distance))
     if shortest < min_distance:
         return f"atoms {shortest:.3f} Å apart, closer than the minimum distance {min_distance:g} Å"
     return None

@@ -7,6 +7,7 @@ from ase.build import bulk
 from uq_flows.campaign import LABELS, LOOPS, STRUCTURES, Campaign, StructureSet, records_of
 from uq_flows.campaign.collections import SqliteDatabase, UnsupportedQuery
 from uq_flows.records import StructureRecord
+from uq_flows.screening import min_interatomic_distance
 from uq_flows.settings import get_settings
 
 
@@ -45,6 +46,8 @@ def test_structures_are_stored_in_chunks_and_passed_by_reference(campaign):
     assert sorted(r["id"] for r in rows) == sorted(r.id for r in records)
     assert campaign[STRUCTURES].count_documents({"loop": "loop-a", "chemical_system": "Ni"}) == 34
     assert campaign[STRUCTURES].count_documents({"loop": "loop-a", "source": "md"}) == 50
+    shortest = {row["id"]: row["shortest"] for row in campaign[STRUCTURES].find({"loop": "loop-a"})}  # once, for every screen
+    assert all(shortest[r.id] == pytest.approx(min_interatomic_distance(r.to_atoms())) for r in records)
 
 
 def test_a_fit_set_is_stored_once_and_read_back_exactly(campaign):

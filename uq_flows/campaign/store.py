@@ -4,7 +4,8 @@ Collections (README, "Campaign collections"):
 
 - ``campaign_structures``: one document per structure per iteration: ``loop``, ``iteration``,
   ``id``, ``stage`` (how far it got: candidate, scored, routed, labelled), ``source``,
-  ``n_atoms``, ``formula``, ``chemical_system``, ``chunk`` (its geometry), and as the iteration
+  ``n_atoms``, ``formula``, ``chemical_system``, ``shortest`` (its shortest interatomic distance
+  in Å, measured once for every screen; 3.0 means 3.0 or more), ``chunk`` (its geometry), and as the iteration
   goes ``U``, ``route``, ``audit``, ``teach`` (the label stage wants a teacher label), ``status``,
   ``reason``, ``label_source``;
 - ``campaign_labels``: one document per label (a structure in the audit sample has two):
@@ -35,6 +36,7 @@ from uq_flows.campaign.arrays import pack, unpack
 from uq_flows.campaign.collections import MAX_CHUNK_BYTES, MongoDatabase, SqliteCollection, SqliteDatabase
 from uq_flows.errors import UqFlowsError
 from uq_flows.records import StructureRecord, chemical_system
+from uq_flows.screening import shortest_distance_within
 from uq_flows.settings import UqFlowsSettings, get_settings
 
 STRUCTURES, LABELS, PAIRS, LOOPS = "campaign_structures", "campaign_labels", "campaign_pairs", "campaign_loops"
@@ -149,7 +151,8 @@ class Campaign:
             sizes.append(len(batch))
             rows += [{"loop": loop, "iteration": iteration, "id": r.id, "stage": stage, "source": r.source,
                       "n_atoms": r.n_atoms, "formula": r.formula, "chemical_system": chemical_system(r.numbers),
-                      "chunk": chunk, "index": start + k} for k, r in enumerate(batch)]
+                      "shortest": shortest_distance_within(r.to_atoms()), "chunk": chunk, "index": start + k}
+                     for k, r in enumerate(batch)]
         self[STRUCTURES].insert_many(rows)
         return StructureSet(loop=loop, iteration=iteration, chunks=chunks, sizes=sizes)
 
@@ -389,3 +392,12 @@ def structure_ids(structures: StructureSet | Sequence[StructureRecord]) -> tuple
     with Campaign.open() as campaign:
         rows = campaign.rows(structures, ("id", "n_atoms"))
     return [r["id"] for r in rows], [r["n_atoms"] for r in rows]
+
+
+def stored_shortest(structures: StructureSet | Sequence[StructureRecord]) -> dict[str, float] | None:
+    """Each structure's stored shortest interatomic distance (``shortest``), by id; None when given by value."""
+    if not isinstance(structures, StructureSet):
+        return None
+    with Campaign.open() as campaign:
+        return {row["id"]: row["shortest"] for row in campaign.rows(structures, ("id", "shortest"))
+                if row.get("shortest") is not None}

@@ -17,7 +17,7 @@ import numpy as np
 from jobflow import Flow, Job, Maker, OnMissing, job
 from pydantic import BaseModel, Field
 
-from uq_flows.campaign import Campaign, StructureSet, records_of
+from uq_flows.campaign import Campaign, StructureSet, records_of, stored_shortest
 from uq_flows.campaign.jobs import chunk_jobs, ungroup
 from uq_flows.campaign import structure_ids as structure_ids_of
 from uq_flows.ensemble.members import parse_member
@@ -83,8 +83,10 @@ def predict_chunk(
 ) -> MemberPredictions:
     """One member's energies, forces and stresses on one chunk of structures (screened first)."""
     spec = parse_member(member)
-    atoms = [record.to_atoms() for record in records_of(structures)]
-    return predict_member(spec, atoms, device=device, min_distance=min_distance)
+    records = records_of(structures)
+    shortest = stored_shortest(structures)
+    return predict_member(spec, [r.to_atoms() for r in records], device=device, min_distance=min_distance,
+                          shortest=None if shortest is None else [shortest.get(r.id) for r in records])
 
 
 @dataclass

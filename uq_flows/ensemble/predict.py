@@ -175,6 +175,7 @@ def predict_member(
     device: str | None = None,
     progress: Callable[[int], None] | None = None,
     min_distance: float = HARD_MIN_DISTANCE,
+    shortest: Sequence[float | None] | None = None,
 ) -> MemberPredictions:
     """Energy, forces and (3D-periodic cells) stress of every structure with one member.
 
@@ -184,7 +185,8 @@ def predict_member(
     structure passes these screens. Non-finite output and exceptions become statuses with
     reasons, never a crash of the batch. The user's Atoms are not modified (the member sees
     copies without constraints). ``progress(k)`` is called with the number of structures
-    done after each one.
+    done after each one. ``shortest``: each structure's stored shortest distance
+    (``screening.shortest_distance_within``), when known.
     """
     structures = list(structures)
     if not structures:
@@ -193,7 +195,8 @@ def predict_member(
         if not isinstance(atoms, Atoms):
             raise InputError(f"structure {i} is a {type(atoms).__name__}, not an ase.Atoms")
     min_distance = check_min_distance(min_distance)
-    screened = [_screen(atoms, min_distance) for atoms in structures]
+    known = list(shortest) if shortest is not None else [None] * len(structures)
+    screened = [_screen(atoms, min_distance, d) for atoms, d in zip(structures, known)]
     covered, can_stress = None, False
     if any(result is None for result in screened):
         if calculator is None:
@@ -248,14 +251,14 @@ class _Result:
     stress: np.ndarray | None = None
 
 
-def _screen(atoms: Atoms, min_distance: float) -> _Result | None:
+def _screen(atoms: Atoms, min_distance: float, shortest: float | None = None) -> _Result | None:
     """The status of a structure no member should see, or None if it may be predicted."""
     if len(atoms) == 0:
         return _Result("error", "structure has no atoms")
     problem = non_finite_problem(atoms)
     if problem:
         return _Result("invalid", f"structure has {problem}")
-    problem = structure_problem(atoms, min_distance) if min_distance > 0 else None
+    problem = structure_problem(atoms, min_distance, shortest) if min_distance > 0 else None
     if problem:
         return _Result("rejected", problem)
     return None

@@ -26,7 +26,7 @@ from monty.json import MontyDecoder
 from pydantic import BaseModel, Field
 from pymatgen.io.vasp import Kpoints
 
-from uq_flows.campaign import TEACH, Campaign, StructureSet, records_of, structure_ids
+from uq_flows.campaign import TEACH, Campaign, StructureSet, records_of, stored_shortest, structure_ids
 from uq_flows.campaign.jobs import chunk_jobs
 from uq_flows.ensemble.jobs import UncertaintyDocument
 from uq_flows.ensemble.predict import MemberPredictions
@@ -482,7 +482,8 @@ def assemble_job(structures: list[StructureRecord] | StructureSet, routing: Rout
     if screen is not None:
         screens = screen["screens"]
         screens = SourceScreens.model_validate(screens) if isinstance(screens, dict) else screens
-        screened, max_forces = screen_routes(records, routing, screens, screen["min_distance"])
+        screened, max_forces = screen_routes(records, routing, screens, screen["min_distance"],
+                                             stored_shortest(structures))
         max_forces = max_forces if screens is not None else None
     by_id = {i: s.to_atoms() for i, s in records.items()}
     dft = [*routing.audit_labels, *_flat(dft_labels)]
@@ -546,7 +547,7 @@ def label_stage_job(structures: list[StructureRecord] | StructureSet, routing: R
     records = records_of(structures)
     by_id = {s.id: s for s in records}
     audited = {label.id for label in routing.audit_labels}
-    rejected, _ = screen_routes(by_id, routing, maker.screens, maker.min_distance)
+    rejected, _ = screen_routes(by_id, routing, maker.screens, maker.min_distance, stored_shortest(structures))
     screened = {label.id for label in rejected}
     to_dft = [r for r in routing.routes if r.route == "dft" and r.id not in audited and r.id not in screened]
     dft_jobs = _dft_jobs(maker, [by_id[r.id] for r in to_dft], [r.U for r in to_dft])
@@ -582,7 +583,8 @@ def label_stage_job(structures: list[StructureRecord] | StructureSet, routing: R
 
 
 def screen_routes(by_id: dict[str, StructureRecord], routing: RoutingDocument, screens: SourceScreens | None,
-                  min_distance: float) -> tuple[list[Label], dict[str, float | None]]:
+                  min_distance: float, shortest: dict[str, float] | None = None,
+                  ) -> tuple[list[Label], dict[str, float | None]]:
     """Routes to label whose structure fails its source's screen (rejected labels), and each routed
     structure's force screen (``max_forces``; empty without ``screens``). The audit is labelled already."""
     audited = {label.id for label in routing.audit_labels}
@@ -593,7 +595,8 @@ def screen_routes(by_id: dict[str, StructureRecord], routing: RoutingDocument, s
         screen = screens.for_source(by_id[route.id].source) if screens else None
         if screen is not None:
             max_forces[route.id] = screen.max_force
-        problem = structure_problem(by_id[route.id].to_atoms(), screen.min_distance if screen else min_distance)
+        problem = structure_problem(by_id[route.id].to_atoms(), screen.min_distance if screen else min_distance,
+                                    (shortest or {}).get(route.id))
         if problem:
             kind = DFT if route.route == "dft" else TEACHER
             rejected.append(Label(id=route.id, status=REJECTED, kind=kind, source="screen", reason=problem))
