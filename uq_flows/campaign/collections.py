@@ -7,7 +7,11 @@ each document as JSON in one SQLite table with real indexes on the indexed field
 maggma's embedded store, scans every document per query and checks ids in a list on every
 insert: quadratic at campaign scale). It understands the filters the data plane and its users
 need: equality and ``$in``, ``$nin``, ``$ne``, ``$gt``, ``$gte``, ``$lt``, ``$lte``,
-``$exists`` on top-level or dotted fields of scalar values; anything else is refused by name.
+``$exists`` on top-level or dotted fields of scalar values and datetimes; anything else is refused
+by name. A ``JsonCodec`` turns documents into the JSON text of a row: datetimes are kept as
+``{"$date": "YYYY-MM-DDTHH:MM:SS.mmmZ"}`` (UTC, milliseconds, as BSON keeps them), text that
+compares and sorts in time order. ``replace_many`` upserts by key fields (one transaction, an
+index on the key), which is what ``uq_flows.manager.sqlite_store`` builds a maggma Store on.
 
 Array chunks live beside the rows: a ``chunks`` table of BLOBs (SQLite) or the
 ``campaign_chunks`` collection (MongoDB), one document per chunk, each under ``MAX_CHUNK_BYTES``.
@@ -19,6 +23,9 @@ import json
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +33,7 @@ from uq_flows.records import jsonable
 
 MAX_CHUNK_BYTES = 8_000_000  # well under MongoDB's 16 MB per document
 _OPERATORS = {"$ne": "!=", "$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
+DATE = "$date"  # the one key of a stored datetime
 
 
 class UnsupportedQuery(ValueError):
@@ -36,6 +44,37 @@ def _path(field: str) -> str:
     if not field or any(not part.replace("_", "a").isalnum() for part in field.split(".")):
         raise UnsupportedQuery(f"field name {field!r}: letters, digits, _ and dots only")
     return f"json_extract(doc, '$.{field}')"
+
+
+def date_text(moment: datetime) -> str:
+    """A datetime as BSON keeps it (UTC, milliseconds), as text that sorts in time order."""
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC).replace(tzinfo=None)
+    return moment.isoformat(timespec="milliseconds") + "Z"
+
+
+def encode_date(value: Any) -> dict:
+    """``json.dumps`` ``default``: a datetime as ``{"$date": date_text}``; anything else is an error."""
+    if isinstance(value, datetime):
+        return {DATE: date_text(value)}
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def decode_date(obj: dict) -> Any:
+    """``json.loads`` ``object_hook``: a stored datetime back to a (naive, UTC) datetime."""
+    if len(obj) == 1 and isinstance(obj.get(DATE), str):
+        return datetime.fromisoformat(obj[DATE].rstrip("Z"))
+    return obj
+
+
+class JsonCodec:
+    """Documents to the JSON text of a row and back: numpy to plain Python, NaN to null, datetimes kept."""
+
+    def dumps(self, value: Any) -> str:
+        return json.dumps(jsonable(value), allow_nan=False, default=encode_date)
+
+    def loads(self, text: str) -> Any:
+        return json.loads(text, object_hook=decode_date) if '{"$' in text else json.loads(text)
 
 
 def _scalar(value: Any) -> Any:
@@ -52,10 +91,14 @@ def _where(query: Mapping[str, Any] | None) -> tuple[str, list]:
     for field, condition in (query or {}).items():
         if field.startswith("$"):
             raise UnsupportedQuery(f"operator {field} is not supported by the embedded store")
-        column = _path(field)
+        _path(field)
         conditions = condition if isinstance(condition, Mapping) and condition \
             and all(str(k).startswith("$") for k in condition) else {"$eq": condition}
         for op, value in conditions.items():
+            if isinstance(value, datetime):  # compare the stored text
+                column, value = f"json_extract(doc, '$.{field}.\"{DATE}\"')", date_text(value)
+            else:
+                column = _path(field)
             if op == "$eq":
                 if value is None:
                     clauses.append(f"{column} IS NULL")
@@ -84,9 +127,35 @@ def _where(query: Mapping[str, Any] | None) -> tuple[str, list]:
     return (" AND ".join(f"({c})" for c in clauses) or "1"), params
 
 
+def _order(sort: str | Mapping[str, int] | Sequence[tuple[str, int]] | None) -> str:
+    """ORDER BY for a field or (field, 1 or -1) pairs; ties in insertion order."""
+    if not sort:
+        return " ORDER BY n"
+    pairs = [(sort, 1)] if isinstance(sort, str) else list(sort.items() if isinstance(sort, Mapping) else sort)
+    return " ORDER BY " + ", ".join(_path(f) + (" DESC" if int(d) < 0 else "") for f, d in pairs) + ", n"
+
+
+def _without(doc: dict, fields: Iterable[str]) -> dict:
+    """``doc`` less the (dotted) ``fields``, copied where it changes."""
+    doc = dict(doc)
+    for field in fields:
+        *parents, last = field.split(".")
+        target = doc
+        for part in parents:
+            if not isinstance(target.get(part), dict):
+                break
+            target[part] = target = dict(target[part])
+        else:
+            target.pop(last, None)
+    return doc
+
+
 def _project(doc: dict, projection: Mapping[str, Any] | Sequence[str] | None) -> dict:
     if not projection:
         return doc
+    if isinstance(projection, Mapping) and not any(({k: v for k, v in projection.items() if k != "_id"}
+                                                    or projection).values()):  # {"field": 0, "_id": 1 or 0}
+        return _without(doc, projection)
     fields = [k for k, v in projection.items() if v] if isinstance(projection, Mapping) else list(projection)
     out = {}
     for field in fields:
@@ -121,16 +190,33 @@ class SqliteCollection:
         with database.lock:
             database.connection.execute(f'CREATE TABLE IF NOT EXISTS "{name}" (n INTEGER PRIMARY KEY, doc TEXT NOT NULL)')
 
-    def create_index(self, keys: Sequence[tuple[str, int]] | str, **_) -> str:
+    def create_index(self, keys: Sequence[tuple[str, int]] | str, unique: bool = False, **_) -> str:
+        """An expression index on the fields (``UNIQUE`` if asked), once per database connection."""
         fields = [keys] if isinstance(keys, str) else [k for k, _ in keys]
-        index = f"{self.name}_" + "_".join(f.replace(".", "_") for f in fields)
-        with self.database.lock:
-            self.database.connection.execute(
-                f'CREATE INDEX IF NOT EXISTS "{index}" ON "{self.name}" ({", ".join(_path(f) for f in fields)})')
+        index = f"{self.name}_" + "_".join(f.replace(".", "_") for f in fields) + ("_unique" if unique else "")
+        if index not in self.database.indexes:
+            with self.database.lock:
+                self.database.connection.execute(f'CREATE {"UNIQUE " if unique else ""}INDEX IF NOT EXISTS "{index}" '
+                                                 f'ON "{self.name}" ({", ".join(_path(f) for f in fields)})')
+            self.database.indexes.add(index)
         return index
 
+    def replace_many(self, documents: Iterable[Mapping[str, Any]], key: str | Sequence[str]) -> int:
+        """Replace the document with each one's ``key`` values, or insert it: one transaction, indexed lookups."""
+        fields = [key] if isinstance(key, str) else list(key)
+        self.create_index([(f, 1) for f in fields])
+        rows = [(self.database.codec.dumps(dict(d)), *_where({f: d[f] for f in fields})) for d in documents]
+        with self.database.write() as connection:
+            for doc, where, params in rows:
+                replaced = connection.execute(
+                    f'UPDATE "{self.name}" SET doc = ? WHERE n = '
+                    f'(SELECT n FROM "{self.name}" WHERE {where} ORDER BY n LIMIT 1)', [doc, *params]).rowcount
+                if not replaced:
+                    connection.execute(f'INSERT INTO "{self.name}" (doc) VALUES (?)', (doc,))
+        return len(rows)
+
     def insert_many(self, documents: Iterable[Mapping[str, Any]]) -> int:
-        rows = [(json.dumps(jsonable(dict(d)), allow_nan=False),) for d in documents]
+        rows = [(self.database.codec.dumps(dict(d)),) for d in documents]
         with self.database.lock, self.database.connection:
             self.database.connection.executemany(f'INSERT INTO "{self.name}" (doc) VALUES (?)', rows)
         return len(rows)
@@ -144,7 +230,7 @@ class SqliteCollection:
         for field, value in update["$set"].items():
             _path(field)
             assignments.append(f"'$.{field}', json(?)")
-            values.append(json.dumps(jsonable(value)))
+            values.append(self.database.codec.dumps(value))
         with self.database.lock, self.database.connection:
             cursor = self.database.connection.execute(
                 f'UPDATE "{self.name}" SET doc = json_set(doc, {", ".join(assignments)}) '
@@ -169,14 +255,16 @@ class SqliteCollection:
                 assignments = ", ".join(f"'$.{field}', json(?)" for field in fields)
                 self.database.connection.execute(
                     f'UPDATE "{self.name}" SET doc = json_set(doc, {assignments}) WHERE {where} AND {column} = ?',
-                    [json.dumps(jsonable(v)) for v in fields.values()] + params + [_scalar(value)])
+                    [self.database.codec.dumps(v) for v in fields.values()] + params + [_scalar(value)])
 
-    def find(self, query: Mapping[str, Any] | None = None, projection=None, sort: str | None = None) -> Iterator[dict]:
+    def find(self, query: Mapping[str, Any] | None = None, projection=None, sort=None, skip: int = 0,
+             limit: int = 0) -> Iterator[dict]:
+        """Matching documents in ``sort`` order (a field or (field, 1 | -1) pairs), after ``skip``, ``limit`` (0: all)."""
         where, params = _where(query)
-        order = f" ORDER BY {_path(sort)}, n" if sort else " ORDER BY n"
+        sql = f'SELECT doc FROM "{self.name}" WHERE {where}{_order(sort)} LIMIT ? OFFSET ?'
         with self.database.lock:
-            rows = self.database.connection.execute(f'SELECT doc FROM "{self.name}" WHERE {where}{order}', params).fetchall()
-        return (_project(json.loads(doc), projection) for (doc,) in rows)
+            rows = self.database.connection.execute(sql, [*params, limit or -1, skip]).fetchall()
+        return (_project(self.database.codec.loads(doc), projection) for (doc,) in rows)
 
     def find_one(self, query: Mapping[str, Any] | None = None, projection=None) -> dict | None:
         return next(iter(self.find(query, projection)), None)
@@ -187,11 +275,21 @@ class SqliteCollection:
             return self.database.connection.execute(f'SELECT COUNT(*) FROM "{self.name}" WHERE {where}', params).fetchone()[0]
 
     def distinct(self, field: str, query: Mapping[str, Any] | None = None) -> list:
+        """The field's values as pymongo gives them: arrays count by element, null is a value, missing is not."""
         where, params = _where(query)
+        _path(field)
         with self.database.lock:
             rows = self.database.connection.execute(
-                f'SELECT DISTINCT {_path(field)} FROM "{self.name}" WHERE {where}', params).fetchall()
-        return [value for (value,) in rows if value is not None]
+                f"SELECT DISTINCT doc -> '$.{field}' AS value FROM \"{self.name}\" WHERE ({where}) AND value IS NOT NULL",
+                params).fetchall()
+        values, seen = [], set()
+        for (text,) in rows:
+            value = self.database.codec.loads(text)
+            for item in value if isinstance(value, list) else [value]:
+                if repr(item) not in seen:
+                    seen.add(repr(item))
+                    values.append(item)
+        return values
 
 
 class SqliteChunks:
@@ -221,17 +319,29 @@ class SqliteChunks:
 class SqliteDatabase:
     """The embedded campaign database: one SQLite file (WAL, so readers do not block a writer)."""
 
-    def __init__(self, path: Path | str):
+    def __init__(self, path: Path | str, codec: JsonCodec | None = None):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.codec = codec or JsonCodec()
+        self.indexes: set[str] = set()
         self.lock = threading.RLock()
         self.connection = sqlite3.connect(str(self.path), timeout=60, check_same_thread=False)
         self.connection.execute("PRAGMA journal_mode=WAL")
         self.connection.execute("PRAGMA synchronous=NORMAL")
-        self.chunks = SqliteChunks(self)
+
+    @cached_property
+    def chunks(self) -> SqliteChunks:
+        return SqliteChunks(self)
 
     def __getitem__(self, name: str) -> SqliteCollection:
         return SqliteCollection(self, name)
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction that holds the database's write lock from its start (other processes wait)."""
+        with self.lock, self.connection:
+            self.connection.execute("BEGIN IMMEDIATE")
+            yield self.connection
 
     def describe(self) -> dict:
         return {"type": "sqlite", "path": str(self.path)}

@@ -1,4 +1,4 @@
-"""jobflow JobStores: the embedded MontyStore default and MongoDB (documents + GridFS data).
+"""jobflow JobStores: the embedded SQLite default and MongoDB (documents + GridFS data).
 
 Selection (``open_jobstore``), first match wins:
 
@@ -7,7 +7,10 @@ Selection (``open_jobstore``), first match wins:
    ``${VAR}`` placeholders are read from the environment;
 2. ``db_uri`` (``UQ_FLOWS_DB_URI``): a ``MongoStore`` (collection ``outputs``) and a
    ``GridFSStore`` data store (bucket ``outputs_data``) in the URI's database (or ``db_name``);
-3. the embedded default: two ``MontyStore`` collections (sqlite) under ``$UQ_FLOWS_HOME/jobstore``.
+3. the embedded default: two ``SqliteStore`` tables (``outputs`` and ``data``) of one SQLite file,
+   ``$UQ_FLOWS_HOME/jobstore.sqlite``, indexed on the job uuid, the blob uuid and the job
+   metadata the data plane queries by: stage and loop, stage and chunk
+   (``uq_flows.manager.sqlite_store``; MontyStore scanned every document).
 
 Every store is a ``ConfiguredJobStore``: it has a ``data`` additional store (the ``@job(data=...)``
 arrays of every stage go there), keeps each document of the documents store under
@@ -37,13 +40,16 @@ from uq_flows.manager.config import (
     read_yaml,
     redact,
 )
+from uq_flows.manager.sqlite_store import SqliteStore
 from uq_flows.settings import UqFlowsSettings
+from uq_flows.stages import CHUNK_KEY, LOOP_KEY, STAGE_KEY
 
 DATA_STORE = "data"
 MAX_DOCUMENT_BYTES = 100_000  # campaign scale: no JobStore document over 100 kB (issue 14)
 _TARGET_BYTES = int(0.9 * MAX_DOCUMENT_BYTES)
 _BLOB_REFERENCE_BYTES = 150  # what a moved field leaves behind (class, module, blob_uuid, store)
 DOCS_COLLECTION = "outputs"
+EMBEDDED_FILE = "jobstore.sqlite"
 _WORKER_STORES: dict[tuple, ConfiguredJobStore] = {}
 DATA_BUCKET = "outputs_data"
 
@@ -75,14 +81,11 @@ def open_jobstore(settings: UqFlowsSettings | None = None, *, check: bool = Fals
 
 
 def embedded_jobstore(home: Path | str) -> ConfiguredJobStore:
-    """MontyStore (sqlite) documents and data collections under ``home/jobstore``."""
-    path = Path(home).expanduser() / "jobstore"
-    path.mkdir(parents=True, exist_ok=True)
-
-    def monty(name: str) -> MontyStore:
-        return MontyStore(name, database_path=str(path), database_name="uq_flows", storage="sqlite")
-
-    return ConfiguredJobStore(monty(DOCS_COLLECTION), additional_stores={DATA_STORE: monty(DATA_STORE)})
+    """Documents and data: two tables of ``home/jobstore.sqlite``, the documents indexed by the metadata queried."""
+    path = Path(home).expanduser() / EMBEDDED_FILE
+    stage, loop, chunk = (f"metadata.{key}" for key in (STAGE_KEY, LOOP_KEY, CHUNK_KEY))
+    docs = SqliteStore(path, DOCS_COLLECTION, key="uuid", searchable_fields=[[stage, loop], [stage, chunk]])
+    return ConfiguredJobStore(docs, additional_stores={DATA_STORE: SqliteStore(path, DATA_STORE, key="blob_uuid")})
 
 
 def jobstore_from_uri(uri: str, database: str = "uq_flows", timeout_ms: int = 5000) -> ConfiguredJobStore:
@@ -127,6 +130,9 @@ def _uri_database(uri: str) -> str | None:
 def describe_store(store: Store) -> dict[str, Any]:
     """Type and location of one maggma store, credentials removed."""
     info: dict[str, Any] = {"type": type(store).__name__}
+    if isinstance(store, SqliteStore):
+        info.update(path=store.database_path, collection=store.collection_name)
+        return info
     if isinstance(store, MontyStore):
         info.update(path=store.database_path, database=store.database_name, collection=store.collection_name)
         return info
