@@ -6,8 +6,6 @@ import numpy as np
 import pytest
 from ase.build import bulk
 from ase.calculators.emt import EMT
-from jobflow import JobStore
-from maggma.stores import MontyStore
 
 from uq_flows.io import with_labels, write_extxyz
 from uq_flows.settings import get_settings
@@ -67,12 +65,10 @@ def labelled_set(tmp_path):
 
 @pytest.fixture
 def job_store(tmp_path):
-    """A jobflow JobStore on MontyDB files (the embedded default) with a data store."""
+    """The embedded default JobStore (SQLite documents and data store) in a fresh folder."""
+    from uq_flows.manager.stores import embedded_jobstore
 
-    def monty(name):
-        return MontyStore(name, database_path=str(tmp_path / "db"), database_name="uq", storage="sqlite")
-
-    return JobStore(monty("outputs"), additional_stores={"data": monty("data")})
+    return embedded_jobstore(tmp_path / "db")
 
 
 def flow_output(store, flow):

@@ -72,7 +72,7 @@ class UqFlowsSettings(BaseSettings):
     jobstore_file: Path | None = Field(
         None,
         description="jobflow JobStore YAML (docs_store + additional_stores.data; ${VAR} read from the "
-        "environment). Unset: db_uri, else the embedded MontyStore under home.",
+        "environment). Unset: db_uri, else the embedded SQLite JobStore home/jobstore.sqlite.",
     )
     db_uri: SecretStr | None = Field(
         None, description="MongoDB URI for launchpad and JobStore (environment or config file only; never printed)."

@@ -1,4 +1,4 @@
-"""The ACE Makers as real jobflow flows on a MontyStore JobStore, fed by the labelling stage's dataset."""
+"""The ACE Makers as real jobflow flows on the embedded JobStore, fed by the labelling stage's dataset."""
 
 import numpy as np
 import pytest
@@ -35,13 +35,9 @@ def distilled(structures, seed_offset=0, drop_one_dft=False):
 
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory):
-    from jobflow import JobStore
-    from maggma.stores import MontyStore
+    from uq_flows.manager.stores import embedded_jobstore
 
-    folder = tmp_path_factory.mktemp("store")
-    store = JobStore(MontyStore("outputs", database_path=str(folder), database_name="uq", storage="sqlite"),
-                     additional_stores={"data": MontyStore("data", database_path=str(folder), database_name="uq",
-                                                           storage="sqlite")})
+    store = embedded_jobstore(tmp_path_factory.mktemp("store"))
     records, dataset = distilled(cu_bulk(24, seed=0))
     test_records, test_dataset = distilled(cu_bulk(6, seed=1), seed_offset=1, drop_one_dft=True)
     maker = AceFitMaker(options=AceFitOptions(backend="linear", n_functions=20, ensemble_size=3, outlier_filter="none"))

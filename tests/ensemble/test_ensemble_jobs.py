@@ -9,6 +9,7 @@ from uq_flows.ensemble.jobs import EnsembleScoreMaker, UncertaintyDocument
 from uq_flows.ensemble.members import parse_member
 from uq_flows.ensemble.scoring import score_structures
 from uq_flows.records import records_from_atoms
+from uq_flows.stages import MEMBER_PREDICTION, STAGE_KEY
 
 
 def structures():
@@ -45,7 +46,7 @@ def test_flow_matches_direct_scoring_and_keeps_arrays_out_of_the_index(job_store
     assert [s.id for s in document.structures] == [r.id for r in records_from_atoms(atoms)]
 
     with job_store as store:
-        index_docs = list(store.docs_store.query({"name": {"$regex": "^member predictions"}}))
+        index_docs = list(store.docs_store.query({f"metadata.{STAGE_KEY}": MEMBER_PREDICTION}))
         data_docs = list(store.additional_stores["data"].query({}))
     assert len(index_docs) == 6 and len(data_docs) >= 6
     for doc in index_docs:  # arrays live in the data store, the index keeps a blob reference

@@ -13,6 +13,7 @@ from uq_flows.labeling.assembly import LabellingFailed
 from uq_flows.labeling.cp2k import Cp2kLabeller
 from uq_flows.labeling.jobs import AssembleMaker, Cp2kLabelMaker, LabelStageMaker, TeacherLabelMaker, ThresholdMaker
 from uq_flows.records import records_from_atoms
+from uq_flows.stages import DFT_LABEL, STAGE_KEY
 
 MEMBERS = ["chgnet-0.3.0", "chgnet-0.2.0"]
 
@@ -117,7 +118,7 @@ def test_audit_threshold_labels_the_sample_once(job_store, tmp_path, monkeypatch
     run_locally(flow, store=job_store, ensure_success=True)
     dataset = flow_output(job_store, flow)
     with job_store as store:
-        cp2k_runs = [d["uuid"] for d in store.query({"name": {"$regex": "^cp2k label"}})]
+        cp2k_runs = [d["uuid"] for d in store.query({f"metadata.{STAGE_KEY}": DFT_LABEL})]
         routing = next(d["output"] for d in store.query({"name": "route_job"}) if d["output"])
     audited = [label for label in dataset.labels if "audit sample" in label.provenance["route"]]
     assert len(audited) == 2 and all(label.kind == "dft" and label.ok for label in audited)

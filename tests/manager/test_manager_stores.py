@@ -34,7 +34,7 @@ def test_embedded_jobstore_round_trip_persists_across_processes(tmp_path, monkey
     monkeypatch.setenv("UQ_TEST_EFFECTS", str(tmp_path / "effects.jsonl"))
     store = open_jobstore(check=True)
     assert jobstore_mode() == "embedded"
-    assert describe_jobstore(store)["docs"]["type"] == "MontyStore"
+    assert describe_jobstore(store)["docs"]["type"] == "SqliteStore"
     job_ = mark("x")
     assert _run(job_, store)["tag"] == "x"
     script = (

@@ -217,7 +217,7 @@ def _databases(settings: UqFlowsSettings) -> list[Check]:
         launchpad_mode,
         open_launchpad,
     )
-    from uq_flows.manager.stores import describe_jobstore, jobstore_mode, open_jobstore
+    from uq_flows.manager.stores import EMBEDDED_FILE as EMBEDDED_JOBSTORE, describe_jobstore, jobstore_mode, open_jobstore
 
     rows = []
     mode = launchpad_mode(settings)
@@ -239,9 +239,9 @@ def _databases(settings: UqFlowsSettings) -> list[Check]:
     except Exception as error:
         rows.append(Check("launchpad", FAIL, _short(error), "check launchpad_file / db_uri and that the server runs"))
     try:
-        folder = Path(settings.home).expanduser() / "jobstore"
-        if jobstore_mode(settings) == "embedded" and not folder.exists():
-            rows.append(Check("jobstore", OK, f"embedded MontyStore {folder} (created on first use)"))
+        path = Path(settings.home).expanduser() / EMBEDDED_JOBSTORE
+        if jobstore_mode(settings) == "embedded" and not path.exists():
+            rows.append(Check("jobstore", OK, f"embedded SQLite {path} (created on first use)"))
         else:
             store = open_jobstore(settings, check=True)
             rows.append(Check("jobstore", OK, f"{jobstore_mode(settings)}: {format_jobstore(describe_jobstore(store))}"))
