@@ -24,7 +24,7 @@ previous design (``--reference``, default c076d0e) from a temporary git worktree
 repository (PYTHONPATH to it; the .venv is shared); ratios are reference / current.
 
     .venv/bin/python benchmarks/loop_scale.py [--sizes 1000 10000] [--max-seconds 1200] \\
-        [--reference c076d0e | --no-reference] [--profile-size 10000 [--keep-profile run.prof]]
+        [--reference c076d0e [--reference-max-n N] | --no-reference] [--profile-size 10000 [--keep-profile run.prof]]
 
 ``--profile-size N`` runs the current design once more at N under cProfile and stores the top
 functions (own and cumulative time, callers, the heaviest of uq_flows and of jobflow/maggma/
@@ -259,12 +259,19 @@ def _largest(docs, name=lambda doc: doc.get("name") or doc.get("job_name") or do
 
 
 def jobstore_documents(home: Path) -> dict[str, dict]:
-    """Largest document of the embedded JobStore's collections (MontyStore, sqlite, under home/jobstore)."""
+    """Largest document of the embedded JobStore's collections: ``home/jobstore.sqlite`` (SqliteStore), or the
+    previous design's MontyStore (sqlite) under ``home/jobstore``."""
     from maggma.stores import MontyStore
 
+    from uq_flows.manager.stores import DATA_STORE, EMBEDDED_FILE, embedded_jobstore
+
     out = {}
+    current = embedded_jobstore(home) if (home / EMBEDDED_FILE).exists() else None
     for name in ("outputs", "data"):
-        store = MontyStore(name, database_path=str(home / "jobstore"), database_name="uq_flows", storage="sqlite")
+        if current is not None:
+            store = current.docs_store if name == "outputs" else current.additional_stores[DATA_STORE]
+        else:
+            store = MontyStore(name, database_path=str(home / "jobstore"), database_name="uq_flows", storage="sqlite")
         store.connect()
         try:
             docs = store.query(criteria={})
@@ -322,7 +329,8 @@ def inspect_home(home: Path) -> dict:
         "fireworks_per_iteration": per_iteration, "fireworks_iteration_inferred": inferred,
         "fireworks_by_kind": kinds, "workflows": len(collections.get("workflows", [])),
         "jobstore": jobstore_documents(home),
-        "jobstore_bytes": sum(f.stat().st_size for f in (home / "jobstore").rglob("*") if f.is_file()),
+        "jobstore_bytes": sum(f.stat().st_size for f in [*(home / "jobstore").rglob("*"), *home.glob("jobstore.sqlite*")]
+                              if f.is_file()),
         "campaign": campaign_database(home),
     }
 
@@ -553,6 +561,8 @@ def main() -> None:
     parser.add_argument("--max-seconds", type=float, default=1200.0, help="Time limit of one run (s).")
     parser.add_argument("--reference", default=REFERENCE, help="Commit of the previous design.")
     parser.add_argument("--no-reference", action="store_true", help="Measure the current design only.")
+    parser.add_argument("--reference-max-n", type=int, default=None,
+                        help="Run the previous design only up to this N (it took > 1200 s at 10,000 when measured).")
     parser.add_argument("--uc", type=float, default=0.12, help="eV/Å; ~8 %% of the rattled cells are above.")
     parser.add_argument("--dft-budget", type=int, default=20, help="convergence.dft_budget_per_iteration")
     parser.add_argument("--max-candidates", type=int, default=20, help="select.max_candidates")
@@ -610,7 +620,8 @@ def main() -> None:
 
                 config.write_text(yaml.safe_dump(loop_config(structures, args.uc, args.dft_budget,
                                                              args.max_candidates)))
-                plan = [("current", REPO)] + ([("reference", worktree)] if worktree else [])
+                with_reference = worktree and (args.reference_max_n is None or n <= args.reference_max_n)
+                plan = [("current", REPO)] + ([("reference", worktree)] if with_reference else [])
                 plan = plan if n in args.sizes else []
                 for variant, root in plan:
                     if variant in timed_out:
