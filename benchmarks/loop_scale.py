@@ -4,7 +4,8 @@ Each run is ``uq-flows run CONFIG`` (embedded launchpad, in-process rockets thro
 ``uq_flows.manager.rocket.run_worker``) in a fresh subprocess and a fresh temporary
 UQ_FLOWS_HOME, on N rattled 4-atom Cu cells (``workflow_overhead.rattled_cells``) read from an
 extxyz. Models: the two EMT members of ``workflow_overhead`` (EMT and a stretched EMT); EMT is
-also the reference labeller and the teacher (so no energy alignment and no audit sample); a
+also the reference labeller and the teacher (so no energy alignment and no audit sample; the
+teacher, an ensemble member, takes its labels from the scoring predictions); a
 linear ACE ensemble of 2 with 8 functions; MD of 20 steps, no CAGO; 2 iterations; at most
 ``--dft-budget`` DFT labels per iteration.
 
