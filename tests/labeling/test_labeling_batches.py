@@ -121,8 +121,8 @@ def test_a_teacher_that_is_a_member_reuses_the_scoring_predictions(job_store, tm
 
 
 def test_many_chunks_are_made_in_groups_with_the_same_results(job_store, tmp_path, monkeypatch):
-    """Beyond FAN_OUT chunks, scoring and teacher jobs are made by group jobs at run time (each
-    FireWorks launch record then holds at most FAN_OUT specs); U and labels do not change."""
+    """Beyond FAN_OUT chunks, scoring and teacher jobs are made by (nested) group jobs at run time,
+    each making at most FAN_OUT jobs; U, mean forces and labels do not change."""
     from jobflow import Flow
 
     import uq_flows.campaign.jobs as chunked
@@ -137,7 +137,7 @@ def test_many_chunks_are_made_in_groups_with_the_same_results(job_store, tmp_pat
     assert len(direct.jobs) == 2 * 5 + 1
     monkeypatch.setattr(chunked, "FAN_OUT", 2)
     grouped = EnsembleScoreMaker(members=members).make(stored)
-    assert len(grouped.jobs) == 2 * 3 + 1  # groups of 2, 2 and 1 chunks per member
+    assert len(grouped.jobs) == 2 * 2 + 1  # per member, groups of 3 and 2 chunks; the first makes 2 groups itself
     routes = [Route(id=r.id, U=0.1, reason="test", route="teacher") for r in records]
     routing = RoutingDocument(uc=0.5, uc_source="given", routes=routes, counts=count_routes(routes))
     stage = LabelStageMaker(dft_maker=CalculatorLabelMaker(calculator=EMT), teacher_maker=TeacherLabelMaker(energy_from=EMT),
@@ -156,3 +156,14 @@ def test_many_chunks_are_made_in_groups_with_the_same_results(job_store, tmp_pat
     assert {s.id: np.asarray(s.mean_forces).tolist() for s in value.structures} == {i: m.tolist() for i, m in means.items()}
     labels = flow_output(job_store, stage).labels
     assert sorted(x.id for x in labels) == sorted(r.id for r in records) and all(x.ok for x in labels)
+
+
+def test_ungroup_gives_one_output_per_chunk_from_nested_groups(monkeypatch):
+    import uq_flows.campaign.jobs as chunked
+
+    monkeypatch.setattr(chunked, "FAN_OUT", 2)
+    # 5 chunks: shares of 3 and 2; the share of 3 makes shares of 2 and 1 when it runs
+    assert chunked._shares(5) == [(0, 3), (3, 5)] and chunked._shares(3) == [(0, 2), (2, 3)]
+    assert chunked.ungroup([[["a", "b"], ["c"]], ["d", "e"]], 5) == list("abcde")
+    assert chunked.ungroup([[None, ["c"]], None], 5) == [None, None, "c", None, None]  # groups that did not run
+    assert chunked.ungroup(list("abcde"), 5) == list("abcde")  # one job per chunk (by value)
