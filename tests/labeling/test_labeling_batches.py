@@ -137,7 +137,7 @@ def test_many_chunks_are_made_in_groups_with_the_same_results(job_store, tmp_pat
     assert len(direct.jobs) == 2 * 5 + 1
     monkeypatch.setattr(chunked, "FAN_OUT", 2)
     grouped = EnsembleScoreMaker(members=members).make(stored)
-    assert len(grouped.jobs) == 2 * 2 + 1  # per member, groups of 3 and 2 chunks; the first makes 2 groups itself
+    assert len(grouped.jobs) == 2 * 2 + 1  # per member, groups of 4 and 1 chunks; the first makes 2 groups itself
     routes = [Route(id=r.id, U=0.1, reason="test", route="teacher") for r in records]
     routing = RoutingDocument(uc=0.5, uc_source="given", routes=routes, counts=count_routes(routes))
     stage = LabelStageMaker(dft_maker=CalculatorLabelMaker(calculator=EMT), teacher_maker=TeacherLabelMaker(energy_from=EMT),
@@ -162,8 +162,9 @@ def test_ungroup_gives_one_output_per_chunk_from_nested_groups(monkeypatch):
     import uq_flows.campaign.jobs as chunked
 
     monkeypatch.setattr(chunked, "FAN_OUT", 2)
-    # 5 chunks: shares of 3 and 2; the share of 3 makes shares of 2 and 1 when it runs
-    assert chunked._shares(5) == [(0, 3), (3, 5)] and chunked._shares(3) == [(0, 2), (2, 3)]
-    assert chunked.ungroup([[["a", "b"], ["c"]], ["d", "e"]], 5) == list("abcde")
-    assert chunked.ungroup([[None, ["c"]], None], 5) == [None, None, "c", None, None]  # groups that did not run
+    # 5 chunks: shares of 4 and 1; the share of 4 makes shares of 2 and 2 when it runs
+    assert chunked._shares(5) == [(0, 4), (4, 5)] and chunked._shares(4) == [(0, 2), (2, 4)]
+    assert chunked._shares(2) == [(0, 1), (1, 2)]
+    assert chunked.ungroup([[["a", "b"], ["c", "d"]], ["e"]], 5) == list("abcde")
+    assert chunked.ungroup([[None, ["c", "d"]], None], 5) == [None, None, "c", "d", None]  # groups that did not run
     assert chunked.ungroup(list("abcde"), 5) == list("abcde")  # one job per chunk (by value)

@@ -3,15 +3,13 @@
 A job that makes its children at run time (``Response(replace=...)``) leaves every child's
 spec in its FireWorks launch record: 200 scoring chunks of two members put 800 kB there. With
 more than ``FAN_OUT`` chunks, ``chunk_jobs`` makes at most ``FAN_OUT`` group jobs instead, each
-for an even share of the chunks, and each group does the same when it runs (so groups nest
+for a share of the chunks, and each group does the same when it runs (so groups nest
 as deep as the chunk count needs): every launch record holds at most ``FAN_OUT`` specs. A
 group's output is the list of its children's outputs; ``ungroup`` gives a consumer one output
 per chunk again (None for the chunks of a group that did not run).
 """
 
 from __future__ import annotations
-
-import math
 
 from jobflow import Flow, Job, Maker, Response, job
 
@@ -38,8 +36,11 @@ def ungroup(outputs: list, n_chunks: int) -> list:
 
 
 def _shares(n_chunks: int) -> list[tuple[int, int]]:
-    """At most ``FAN_OUT`` contiguous, even shares of ``n_chunks`` chunks."""
-    size = math.ceil(n_chunks / FAN_OUT)
+    """At most ``FAN_OUT`` contiguous shares of ``n_chunks`` chunks, each a power of ``FAN_OUT`` (the last
+    may be smaller): as few group jobs as the nesting allows."""
+    size = 1
+    while size * FAN_OUT < n_chunks:
+        size *= FAN_OUT
     return [(first, min(first + size, n_chunks)) for first in range(0, n_chunks, size)]
 
 
