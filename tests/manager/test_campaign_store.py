@@ -154,7 +154,9 @@ def test_embedded_queries_use_the_indexes_and_refuse_what_they_cannot_evaluate(t
     assert rows.count_documents({"loop": "loop-e", "iteration": {"$gte": 0, "$lt": 1}}) == 5
     assert rows.count_documents({"loop": {"$in": ["loop-e", "other"]}, "U": {"$exists": False}}) == 5
     assert sorted(rows.distinct("chemical_system", {"loop": "loop-e"})) == ["Cu", "Ni"]
-    for query in ({"$or": [{"loop": "a"}]}, {"loop": {"$regex": "a"}}, {"numbers": [29]}):
+    assert rows.count_documents({"loop": {"$regex": "^LOOP-", "$options": "i"}, "chemical_system": "Ni"}) == 2
+    assert rows.count_documents({"formula": {"$regex": "Ni"}, "loop": {"$regex": "e$"}}) == 2
+    for query in ({"$or": [{"loop": "a"}]}, {"loop": {"$regex": "a", "$options": "u"}}, {"numbers": [29]}):
         with pytest.raises(UnsupportedQuery):
             list(rows.find(query))
     campaign.close()

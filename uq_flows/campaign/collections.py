@@ -7,7 +7,7 @@ each document as JSON in one SQLite table with real indexes on the indexed field
 maggma's embedded store, scans every document per query and checks ids in a list on every
 insert: quadratic at campaign scale). It understands the filters the data plane and its users
 need: equality and ``$in``, ``$nin``, ``$ne``, ``$gt``, ``$gte``, ``$lt``, ``$lte``,
-``$exists`` on top-level or dotted fields of scalar values and datetimes; anything else is refused
+``$exists``, ``$regex`` (with ``$options``) on top-level or dotted fields of scalar values and datetimes; anything else is refused
 by name. A ``JsonCodec`` turns documents into the JSON text of a row: datetimes are kept as
 ``{"$date": "YYYY-MM-DDTHH:MM:SS.mmmZ"}`` (UTC, milliseconds, as BSON keeps them), text that
 compares and sorts in time order. ``replace_many`` upserts by key fields (one transaction, an
@@ -20,12 +20,13 @@ Array chunks live beside the rows: a ``chunks`` table of BLOBs (SQLite) or the
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,16 @@ def decode_date(obj: dict) -> Any:
     return obj
 
 
+@lru_cache(maxsize=256)
+def _compiled(pattern: str) -> re.Pattern:
+    return re.compile(pattern)
+
+
+def _regexp(pattern: str, value: Any) -> bool:
+    """SQLite's ``regexp(pattern, value)``: whether a text value matches (``re.search``, as MongoDB)."""
+    return isinstance(value, str) and _compiled(pattern).search(value) is not None
+
+
 class JsonCodec:
     """Documents to the JSON text of a row and back: numpy to plain Python, NaN to null, datetimes kept."""
 
@@ -95,6 +106,16 @@ def _where(query: Mapping[str, Any] | None) -> tuple[str, list]:
         conditions = condition if isinstance(condition, Mapping) and condition \
             and all(str(k).startswith("$") for k in condition) else {"$eq": condition}
         for op, value in conditions.items():
+            if op == "$options":
+                continue
+            if op == "$regex":  # Python's re, with pymongo's i, m, s, x options as inline flags
+                options = conditions.get("$options", "")
+                if not isinstance(value, str) or set(options) - set("imsx"):
+                    raise UnsupportedQuery(f"$regex needs a pattern string and options from 'imsx', got {value!r}, "
+                                           f"{options!r}")
+                clauses.append(f"regexp(?, {_path(field)})")
+                params.append(f"(?{options}){value}" if options else value)
+                continue
             if isinstance(value, datetime):  # compare the stored text
                 column, value = f"json_extract(doc, '$.{field}.\"{DATE}\"')", date_text(value)
             else:
@@ -326,6 +347,7 @@ class SqliteDatabase:
         self.indexes: set[str] = set()
         self.lock = threading.RLock()
         self.connection = sqlite3.connect(str(self.path), timeout=60, check_same_thread=False)
+        self.connection.create_function("regexp", 2, _regexp, deterministic=True)
         self.connection.execute("PRAGMA journal_mode=WAL")
         self.connection.execute("PRAGMA synchronous=NORMAL")
 
