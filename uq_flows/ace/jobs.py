@@ -2,7 +2,8 @@
 
 ``AceFitMaker.make(structures, dataset)`` takes the labelling stage's output (a
 ``DistilledDataset`` or its list of ``Label``s, matched to ``StructureRecord``s by id), or a
-``LabelledSet`` in the campaign database (the loop's aligned training set), and returns a flow of one fit job per member (FireWorks category ``fit_category``, ``cpu`` by
+``LabelledSet`` in the campaign database (the loop's aligned training set), and returns a
+flow of one fit job per member (FireWorks category ``fit_category``, ``cpu`` by
 default; pacemaker fits may go to a GPU queue by config) and a collect job whose
 ``AceFitDocument`` holds metrics, thresholds and every potential file. File contents (text;
 active sets base64-encoded npz) and per-atom arrays go to the JobStore's ``data`` store;
@@ -37,9 +38,9 @@ from uq_flows.ace.fit import (
     combine_members,
     fit_member,
 )
-from uq_flows.campaign import Campaign, LabelledSet
 from uq_flows.ace.local import LocalActiveSet, local_extrapolation_grades
 from uq_flows.ace.potential import AceCalculator
+from uq_flows.campaign import Campaign, LabelledSet
 from uq_flows.errors import InputError
 from uq_flows.stages import set_category
 from uq_flows.records import StructureRecord

@@ -140,12 +140,7 @@ class Campaign:
         chunks, sizes, rows = [], [], []
         for start, batch in self._batches(records):
             chunk = f"{loop}/{iteration}/s/{uuid.uuid4().hex[:12]}"
-            data = pack([r.id for r in batch], {
-                "numbers": [np.asarray(r.numbers, dtype=np.int16) for r in batch],
-                "cell": [np.asarray(r.cell, dtype=float) for r in batch],
-                "positions": [np.asarray(r.positions, dtype=float) for r in batch],
-                "pbc": [np.asarray(r.pbc, dtype=bool) for r in batch],
-            })
+            data = pack([r.id for r in batch], _geometry(batch))
             self.database.chunks.put(chunk, loop, _checked(data, chunk))
             chunks.append(chunk)
             sizes.append(len(batch))
@@ -189,10 +184,7 @@ class Campaign:
             chunk = f"{loop}/{iteration}/{name}/{uuid.uuid4().hex[:12]}"
             results = [a.calc.results for a in batch]
             data = pack([str(a.info["uq_id"]) for a in batch], {
-                "numbers": [a.numbers.astype(np.int16) for a in batch],
-                "cell": [a.cell.array.astype(float) for a in batch],
-                "positions": [a.positions.astype(float) for a in batch],
-                "pbc": [a.pbc.astype(bool) for a in batch],
+                **_geometry(batch),
                 "energy": [np.asarray([r["energy"]], dtype=float) for r in results],
                 "forces": [np.asarray(r["forces"], dtype=float) for r in results],
                 "stress": [None if r.get("stress") is None else np.asarray(r["stress"], dtype=float) for r in results],
@@ -231,13 +223,11 @@ class Campaign:
 
     def set_arrays(self, reference: StructureSet, name: str, ids: Iterable[str]) -> dict[str, np.ndarray]:
         """The arrays ``add_set_arrays`` stored for these ids of the set (ids without one are left out)."""
-        wanted = sorted(set(ids))
-        chunks: set[str] = set()
-        for start in range(0, len(wanted), 10_000):
-            chunks.update(row["chunk"] for row in self[STRUCTURES].find(
-                {"loop": reference.loop, "iteration": reference.iteration, "id": {"$in": wanted[start:start + 10_000]},
-                 "chunk": {"$in": reference.chunks}}, {"chunk": 1}))
-        out, keep = {}, set(wanted)
+        keep = set(ids)
+        chunks = {row["chunk"] for row in self._rows_of_ids(
+            {"loop": reference.loop, "iteration": reference.iteration, "chunk": {"$in": reference.chunks}}, keep,
+            {"chunk": 1})}
+        out = {}
         for chunk in chunks:
             chunk_ids, arrays = unpack(self.database.chunks.get(f"{chunk}/{name}"))
             out.update({i: a for i, a in zip(chunk_ids, arrays[name]) if i in keep and a is not None})
@@ -253,19 +243,24 @@ class Campaign:
 
     def structures_by_id(self, loop: str, ids: Iterable[str]) -> dict[str, StructureRecord]:
         """The newest stored geometry of each id (any iteration of the loop)."""
-        wanted = sorted(set(ids))
         newest: dict[str, dict] = {}
-        for start in range(0, len(wanted), 10_000):  # by the (loop, id) index, in batches SQLite can bind
-            for row in self[STRUCTURES].find({"loop": loop, "id": {"$in": wanted[start:start + 10_000]}},
-                                             {"id": 1, "chunk": 1, "source": 1, "iteration": 1}):
-                if row["id"] not in newest or row["iteration"] >= newest[row["id"]]["iteration"]:
-                    newest[row["id"]] = row
+        for row in self._rows_of_ids({"loop": loop}, ids, {"id": 1, "chunk": 1, "source": 1, "iteration": 1}):
+            if row["id"] not in newest or row["iteration"] >= newest[row["id"]]["iteration"]:
+                newest[row["id"]] = row
         chunk_of = {i: (row["chunk"], row.get("source")) for i, row in newest.items()}
         out: dict[str, StructureRecord] = {}
         for chunk in dict.fromkeys(c for c, _ in chunk_of.values()):
             sources = {i: s for i, (c, s) in chunk_of.items() if c == chunk}
             out.update({r.id: r for r in self.chunk_structures(chunk, sources) if r.id in sources})
         return out
+
+    def _rows_of_ids(self, query: Mapping[str, Any], ids: Iterable[str], projection: Mapping[str, int]) -> list[dict]:
+        """``campaign_structures`` rows matching ``query`` whose id is one of ``ids``: by the (loop, id)
+        index, in batches of ids SQLite can bind."""
+        wanted, rows = sorted(set(ids)), []
+        for start in range(0, len(wanted), 10_000):
+            rows += self[STRUCTURES].find({**query, "id": {"$in": wanted[start:start + 10_000]}}, projection)
+        return rows
 
     def update_structures(self, loop: str, iteration: int, updates: Mapping[str, Mapping[str, Any]]) -> None:
         """Set fields (U, route, status, ...) on an iteration's rows, by id (each row updated in place)."""
@@ -356,6 +351,14 @@ class Campaign:
 
     def loops(self) -> list[str]:
         return sorted(self[STRUCTURES].distinct("loop"))
+
+
+def _geometry(structures: Sequence) -> dict[str, list[np.ndarray]]:
+    """The chunk arrays of structures' geometry (``StructureRecord``s or ``Atoms``)."""
+    return {"numbers": [np.asarray(s.numbers, dtype=np.int16) for s in structures],
+            "cell": [np.asarray(s.cell, dtype=float) for s in structures],
+            "positions": [np.asarray(s.positions, dtype=float) for s in structures],
+            "pbc": [np.asarray(s.pbc, dtype=bool) for s in structures]}
 
 
 def _checked(data: bytes, chunk: str) -> bytes:
