@@ -6,6 +6,7 @@ from ase.build import bulk
 
 from uq_flows.campaign import LABELS, LOOPS, STRUCTURES, Campaign, StructureSet, records_of
 from uq_flows.campaign.collections import SqliteDatabase, UnsupportedQuery
+from uq_flows.campaign.store import chunk_size_for
 from uq_flows.records import StructureRecord
 from uq_flows.screening import min_interatomic_distance
 from uq_flows.settings import get_settings
@@ -48,6 +49,18 @@ def test_structures_are_stored_in_chunks_and_passed_by_reference(campaign):
     assert campaign[STRUCTURES].count_documents({"loop": "loop-a", "source": "md"}) == 50
     shortest = {row["id"]: row["shortest"] for row in campaign[STRUCTURES].find({"loop": "loop-a"})}  # once, for every screen
     assert all(shortest[r.id] == pytest.approx(min_interatomic_distance(r.to_atoms())) for r in records)
+
+
+def test_chunks_grow_past_max_chunks_so_jobs_per_stage_stay_bounded(campaign):
+    """chunk_size 40, at most 2 chunks: 100 structures in 2 chunks of 50; within the limit, chunk_size holds."""
+    records = structures(100)
+    assert campaign.add_structures("loop-a", 0, records, max_chunks=2).sizes == [50, 50]
+    assert campaign.add_structures("loop-a", 1, records[:80], max_chunks=2).sizes == [40, 40]
+    assert campaign.add_structures("loop-a", 2, records, chunk_size=30, max_chunks=None).sizes == [30, 30, 30, 10]
+    # 10^5 candidates of 16 atoms at the loop's defaults: 64 chunks; of 2,000 atoms: the atoms per chunk cap them
+    assert chunk_size_for(100_000, 1_600_000, 500, 64) == 1563
+    assert chunk_size_for(100_000, 2_000 * 100_000, 500, 64) == 500
+    assert chunk_size_for(10_000, 160_000, 500, 64) == 500
 
 
 def test_a_fit_set_is_stored_once_and_read_back_exactly(campaign):

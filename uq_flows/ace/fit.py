@@ -135,7 +135,8 @@ def fit_member(training: TrainingSet, options: AceFitOptions, index: int, folder
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     seed = options.seed + index
-    sample = training.subset(bootstrap_indices(len(training), seed)) if options.use_bootstrap() else training
+    drawn = bootstrap_indices(len(training), seed) if options.use_bootstrap() else None
+    sample = training if drawn is None else training.subset(drawn)
     potential = folder / f"{POTENTIAL_NAME}.yaml"
     start = time.perf_counter()
     where = "" if options.linear else f"; pacemaker log: {folder / 'pacemaker' / 'log.txt'}"
@@ -144,7 +145,10 @@ def fit_member(training: TrainingSet, options: AceFitOptions, index: int, folder
     if options.linear:
         from uq_flows.ace.linear import fit_linear_ace
 
-        basis = fit_linear_ace(sample, reference, options, elements, workers=get_settings().fit_threads)
+        # its energies and forces on the whole training set come with it, from the design matrix
+        basis, train_energies, train_forces = fit_linear_ace(training, reference, options, elements,
+                                                             workers=get_settings().fit_threads, sample=drawn)
+        train_pred = (train_energies, train_forces)
     else:
         from pyace import BBasisConfiguration
 
@@ -158,7 +162,8 @@ def fit_member(training: TrainingSet, options: AceFitOptions, index: int, folder
     write_yace(potential)
 
     calculator = AceCalculator(potential)
-    train_pred = predict(calculator, training.structures)
+    if not options.linear:
+        train_pred = predict(calculator, training.structures)
     e_rmse, f_rmse = rmse(train_pred[0], training.energies, np.concatenate(train_pred[1]),
                           training.all_forces(), training.n_atoms)
     if not (np.isfinite(e_rmse) and np.isfinite(f_rmse)):

@@ -41,6 +41,7 @@ from uq_flows.settings import UqFlowsSettings, get_settings
 
 STRUCTURES, LABELS, PAIRS, LOOPS = "campaign_structures", "campaign_labels", "campaign_pairs", "campaign_loops"
 EMBEDDED_FILE = "campaign.sqlite"
+MAX_CHUNK_ATOMS = 60_000  # atoms per chunk when chunks grow past chunk_size: geometry, forces, stresses ≪ MAX_CHUNK_BYTES
 TEACH = "teach"  # campaign_structures field: the label stage wants a teacher label of this structure
 INDEXES = {
     STRUCTURES: [("loop", "iteration"), ("loop", "id"), ("loop", "route"), ("loop", "source"), ("loop", "status")],
@@ -135,10 +136,16 @@ class Campaign:
 
     # structures -------------------------------------------------------------------------
     def add_structures(self, loop: str, iteration: int, records: Sequence[StructureRecord],
-                       stage: str = "candidate") -> StructureSet:
-        """Store ``records`` (geometry in chunks, one row each) for an iteration; their reference."""
+                       stage: str = "candidate", chunk_size: int | None = None,
+                       max_chunks: int | None = None) -> StructureSet:
+        """Store ``records`` (geometry in chunks, one row each) for an iteration; their reference.
+
+        Chunks hold ``chunk_size`` structures, more when that would make over ``max_chunks``
+        chunks (``chunk_size_for``): jobs per stage then stop growing with the campaign.
+        """
         chunks, sizes, rows = [], [], []
-        for start, batch in self._batches(records):
+        size = chunk_size_for(len(records), sum(r.n_atoms for r in records), chunk_size or self.chunk_size, max_chunks)
+        for start, batch in self._batches(records, size):
             chunk = f"{loop}/{iteration}/s/{uuid.uuid4().hex[:12]}"
             data = pack([r.id for r in batch], _geometry(batch))
             self.database.chunks.put(chunk, loop, _checked(data, chunk))
@@ -151,9 +158,10 @@ class Campaign:
         self[STRUCTURES].insert_many(rows)
         return StructureSet(loop=loop, iteration=iteration, chunks=chunks, sizes=sizes)
 
-    def _batches(self, items: Sequence) -> Iterable[tuple[int, Sequence]]:
-        for start in range(0, len(items), self.chunk_size):
-            yield start, items[start:start + self.chunk_size]
+    def _batches(self, items: Sequence, size: int | None = None) -> Iterable[tuple[int, Sequence]]:
+        size = size or self.chunk_size
+        for start in range(0, len(items), size):
+            yield start, items[start:start + size]
 
     def structures(self, reference: StructureSet) -> list[StructureRecord]:
         """The structures of a set, in order, with their sources."""
@@ -351,6 +359,15 @@ class Campaign:
 
     def loops(self) -> list[str]:
         return sorted(self[STRUCTURES].distinct("loop"))
+
+
+def chunk_size_for(n_structures: int, n_atoms: int, chunk_size: int, max_chunks: int | None) -> int:
+    """Structures per chunk: ``chunk_size``, or enough for at most ``max_chunks`` chunks, but never
+    more than ``MAX_CHUNK_ATOMS`` atoms per chunk (a chunk's arrays stay under ``MAX_CHUNK_BYTES``)."""
+    if not max_chunks or n_structures <= chunk_size * max_chunks:
+        return chunk_size
+    atoms_per_structure = max(1.0, n_atoms / n_structures)
+    return max(chunk_size, min(-(-n_structures // max_chunks), int(MAX_CHUNK_ATOMS / atoms_per_structure)))
 
 
 def _geometry(structures: Sequence) -> dict[str, list[np.ndarray]]:

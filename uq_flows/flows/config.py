@@ -112,7 +112,12 @@ class LoopConfig(_Strict):
         "auto", description="Per-element teacher→DFT energy shifts; auto: on unless the teacher is the DFT labeller.")
     align_max_residual: float = Field(DEFAULT_MAX_RESIDUAL, gt=0, description="eV/atom: refuse a worse alignment.")
     screens: SourceScreens = Field(default_factory=SourceScreens)
-    chunk_size: int = Field(500, ge=1)
+    chunk_size: int = Field(500, ge=1, description="Structures per stored chunk: one scoring and one teacher job "
+                                                   "per chunk (and member).")
+    max_chunks: int | None = Field(
+        64, ge=1, description="At most this many chunks per stored set: past chunk_size × max_chunks candidates the "
+                              "chunks grow instead, so jobs per iteration stop growing; raise it where more workers "
+                              "run at once, null for no limit.")
     dft: DftConfig = Field(default_factory=DftConfig)
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
     fit: AceFitOptions = Field(default_factory=lambda: AceFitOptions(backend="linear", n_functions=20, ensemble_size=3))

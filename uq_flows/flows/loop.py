@@ -314,7 +314,8 @@ def after_fit_job(config: LoopConfig, iteration: int, candidates: StructureSet, 
             jobs += [cago_seeds, cago]
             light.append(cago_seeds)
             pools.append(cago.output.structures)
-    gather = gather_candidates(pools, config.select.max_candidates * 4, config.name, iteration)
+    gather = gather_candidates(pools, config.select.max_candidates * 4, config.name, iteration,
+                               (config.chunk_size, config.max_chunks))
     gather.name = "gather candidates"
     select = select_job(config, potentials, gather.output, qbc_references)
     select.name = "select"
@@ -374,12 +375,15 @@ def pool_summary(pool: TrainingPool, split: TrainingSplit) -> dict:
 
 
 @job
-def gather_candidates(pools: list[list[StructureRecord]], limit: int, loop: str, iteration: int) -> StructureSet:
+def gather_candidates(pools: list[list[StructureRecord]], limit: int, loop: str, iteration: int,
+                      chunking: tuple[int, int | None] = (500, None)) -> StructureSet:
     """Candidates from every explorer, without duplicate ids, at most ``limit`` (evenly spread),
-    stored in the campaign database (rows of ``stage: explored`` in this iteration); their reference."""
+    stored in the campaign database (rows of ``stage: explored`` in this iteration, ``chunking``:
+    chunk size and maximum number of chunks); their reference."""
     explored = spread_evenly(unique_by_id(pools), limit)
     with Campaign.open() as campaign:
-        return campaign.add_structures(loop, iteration, explored, stage="explored")
+        return campaign.add_structures(loop, iteration, explored, stage="explored", chunk_size=chunking[0],
+                                       max_chunks=chunking[1])
 
 
 @job
@@ -448,7 +452,8 @@ def loop_state_job(config: LoopConfig, iteration: int, record: IterationRecord, 
     following = None
     if reason is None:
         with Campaign.open() as campaign:
-            following = campaign.add_structures(config.name, iteration + 1, next_candidates)
+            following = campaign.add_structures(config.name, iteration + 1, next_candidates,
+                                                chunk_size=config.chunk_size, max_chunks=config.max_chunks)
     state = IterationSummary(
         loop=config.name, iteration=iteration, **counts.model_dump(), n_training=pool_info.get("n_training", 0),
         train_energy_rmse_per_atom=metrics.train_energy_rmse_per_atom, train_force_rmse=metrics.train_force_rmse,
@@ -525,7 +530,8 @@ def store_candidates(config: LoopConfig, candidates: list[StructureRecord]) -> S
     with Campaign.open() as campaign:
         if campaign[STRUCTURES].count_documents({"loop": config.name}):
             raise ValueError(f"loop {config.name!r} is already in the campaign database: choose another name")
-        return campaign.add_structures(config.name, 0, candidates)
+        return campaign.add_structures(config.name, 0, candidates, chunk_size=config.chunk_size,
+                                       max_chunks=config.max_chunks)
 
 
 def new_iteration(config: LoopConfig, iteration: int, candidates: StructureSet, dft_so_far: int,
