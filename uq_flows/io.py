@@ -170,16 +170,26 @@ def with_labels(atoms: Atoms, energy: float, forces: np.ndarray, **info: object)
     return labelled
 
 
+def new_file_mode() -> int:
+    """The permissions ``open()`` gives a new file here: 0o666 less the process umask."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """A temporary path beside ``path`` that replaces it only if the block succeeds."""
     path = Path(path)
     if not path.parent.exists():
         raise InputError(f"{path}: folder {path.parent} does not exist")
+    if path.is_dir():
+        raise InputError(f"{path} is a folder: name a file")
     descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(descriptor)
     try:
         yield Path(temporary)
+        os.chmod(temporary, new_file_mode())  # mkstemp makes 0600; the file gets what open() would give it
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):

@@ -56,6 +56,9 @@ def test_run_status_results_with_consistent_counts(tmp_path):
     home = tmp_path / "uq-home"
     archived = sorted((home / "launchpad-archive" / loop["id"]).glob("*.json"))
     assert len(archived) == 2 and json.loads((home / "launchpad.json").read_text())["uq_flows"]["fireworks"]["documents"] == []
+    names = [fw["name"] for path in archived for fw in json.loads(path.read_text())["fireworks"]]
+    assert any(name.startswith("qbc ace-1") for name in names)  # job names carry no paths (status shows them)
+    assert not [name for name in names if str(tmp_path) in name or "potential." in name]
     from uq_flows.campaign import LOOPS, Campaign
 
     with Campaign.open() as campaign:
@@ -123,6 +126,11 @@ def test_bad_config_missing_executable_and_unreachable_database_submit_nothing(t
     broken.write_text("name: [unclosed")
     assert "not valid YAML" in run("run", broken, expect=2).stderr
     assert "members" in run("run", write_config(tmp_path, members=["chgnet-0.3.0"]), expect=2).stderr
+    unknown = run("run", write_config(tmp_path, members=["chgnet-0.3.0", "chgnet-9.9"]), "--json", expect=2)
+    assert "members[1]: unknown member 'chgnet-9.9'" in json.loads(unknown.stdout)["error"]["message"]
+    assert "Traceback" not in unknown.stderr
+    teacher = run("run", write_config(tmp_path, teacher={"energy_from": "mace-mp-0"}), expect=2).stderr
+    assert "teacher.energy_from: unknown member 'mace-mp-0'" in teacher
 
     monkeypatch.setenv("UQ_FLOWS_CP2K_COMMAND", "no-such-cp2k")
     cp2k = write_config(tmp_path, dft={"labeller": "cp2k"})

@@ -21,7 +21,7 @@ def test_resume_rebuilds_a_broken_iteration_reusing_its_dft_labels(tmp_path, mon
     config = write_config(tmp_path, uc=0.0, dft={"labeller": "calculator", "min_success_fraction": 1.0,
                                                  "calculator": "ase:tests.flows.calculators:BreakableEMT"},
                           convergence={"max_iterations": 1})
-    broken = run_json("run", config)
+    broken = run_json("run", config, expect=3)  # exit 3: the loop failed
     (loop,) = broken["loops"]
     assert loop["state"] == "failed" and loop["iterations"] == []
     assert any(row["name"] == "assemble" for row in loop["fizzled"])

@@ -100,7 +100,7 @@ def test_resume_watch_retries_then_gives_up(tmp_path, monkeypatch):
     monkeypatch.setenv("UQ_TEST_EFFECTS", str(tmp_path / "effects.jsonl"))
     monkeypatch.chdir(tmp_path)
     submission = _submit(chain(["bad"], bad={"fail": True}), "flaky")
-    result = run_json("resume", "flaky", "--watch", "0.1", "--iterations", "3", "--max-retries", "1", "--backoff", "0", expect=1)
+    result = run_json("resume", "flaky", "--watch", "0.1", "--iterations", "3", "--max-retries", "1", "--backoff", "0", expect=3)
     assert result["passes"] == 3 and result["rerun"] == 1 and result["launched_here"] == 2
     (row,) = result["exhausted"]
     assert row["fw_id"] == next(iter(submission.fw_ids.values())) and "toy failure in bad" in row["reason"]

@@ -1,8 +1,10 @@
 """Shared pieces of the ``uq-flows`` command line: the app, options, output and errors.
 
-Every command takes ``--json`` and then prints exactly one JSON object to stdout; tables,
-progress bars and messages go to stderr. Exit codes: 0 success, 1 some structures could not
-be processed (their statuses are reported), 2 bad input or configuration (nothing written).
+Every command takes ``--json`` and then prints exactly one JSON object to stdout, errors
+included (``{"error": {"kind": ..., "message": ...}}``); tables, progress bars and messages go
+to stderr. Exit codes (README, "Exit codes"): 0 success; 1 partial (some structures failed,
+reported); 2 bad input or configuration, nothing written; 3 a loop that failed or stopped on
+errors; 4 an internal error (one line naming the log file; the traceback with ``-v``).
 """
 
 from __future__ import annotations
@@ -38,6 +40,12 @@ err = Console(stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() els
 
 EXIT_PARTIAL = 1
 EXIT_BAD_INPUT = 2
+EXIT_LOOP_FAILED = 3
+EXIT_INTERNAL = 4
+ERROR_KINDS = {EXIT_PARTIAL: "partial", EXIT_BAD_INPUT: "bad_input", EXIT_LOOP_FAILED: "loop_failed",
+               EXIT_INTERNAL: "internal"}
+# this invocation: --json given, a JSON object already printed, -v, the log file
+_RUN: dict[str, Any] = {"json": False, "emitted": False, "verbose": False, "log_file": None, "stdout": None}
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object to stdout.")]
 VariantOption = Annotated[int, typer.Option("--variant", min=0, max=2, help="U variant: 0 equal weights, 1 the paper's U, 2 weighted mean.")]
@@ -54,15 +62,21 @@ def quiet_stdout():
         yield
 
 
-def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
+def fail(message: str, code: int = EXIT_BAD_INPUT, **details: Any) -> NoReturn:
+    """Print the error (and with ``--json`` its JSON object, unless the command printed one) and exit."""
     err.print(f"[bold red]error:[/] {message}", highlight=False)
+    if _RUN["json"] and not _RUN["emitted"]:
+        emit({"error": {"kind": ERROR_KINDS.get(code, "error"), "message": message, **details}})
     raise typer.Exit(code)
 
 
 def emit(payload: dict[str, Any]) -> None:
     from uq_flows.records import jsonable
 
-    sys.stdout.write(json.dumps(jsonable(payload), indent=1) + "\n")
+    stdout = _RUN.get("stdout") or sys.stdout  # the command's stdout, even inside quiet_stdout
+    stdout.write(json.dumps(jsonable(payload), indent=1) + "\n")
+    stdout.flush()
+    _RUN["emitted"] = True
 
 
 def fmt(value: float | None, digits: int = 4) -> str:
@@ -101,6 +115,8 @@ def check_out(out: Path | None, suffixes: tuple[str, ...]) -> None:
         fail(f"--out {out}: must end in one of {', '.join(suffixes)}")
     if not out.parent.exists():
         fail(f"--out {out}: folder {out.parent} does not exist")
+    if out.is_dir():
+        fail(f"--out {out} is a folder: name the output file")
 
 
 def progress_bar() -> Progress:
@@ -110,21 +126,62 @@ def progress_bar() -> Progress:
     )
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"uq-flows {version('uq-flows')}")
+        raise typer.Exit()
+
+
 @app.callback()
-def main() -> None:
+def main(
+    verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Tracebacks of internal errors, INFO log lines on the terminal.")] = False,
+    log_file: Annotated[Path | None, typer.Option("--log-file", help="Full log (FireWorks, jobflow, pyace); default $UQ_FLOWS_HOME/logs/uq-flows.log.")] = None,
+    log_level: Annotated[str, typer.Option("--log-level", help="Level of the log file: DEBUG, INFO, WARNING.")] = "INFO",
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")] = False,
+) -> None:
     """Run ``uq-flows COMMAND --help`` for a command's options."""
+    from uq_flows.cli.logs import configure_logging
+
+    if log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        fail(f"--log-level {log_level}: use DEBUG, INFO, WARNING or ERROR")
+    _RUN.update(json=False, emitted=False, verbose=verbose, stdout=None)
+    _RUN["log_file"] = configure_logging(log_file, log_level.upper(), verbose)
+
+
+def log_file_path() -> Path | None:
+    """This invocation's log file (``--log-file``, else ``$UQ_FLOWS_HOME/logs/uq-flows.log``)."""
+    return _RUN["log_file"]
 
 
 def guard(function):
-    """Turn the package's errors into a clear message and exit code 2."""
+    """The exit-code contract: the package's errors → a clear message and exit 2; anything
+    unexpected → one line naming the log file (the traceback there, and on the terminal with
+    ``-v``) and exit 4; with ``--json`` each as one JSON object on stdout."""
     import functools
+    import logging
+
+    from uq_flows.cli.logs import FILE_ONLY
 
     @functools.wraps(function)
     def wrapper(*args, **kwargs):
+        _RUN.update(json=any(kwargs.get(k) for k in ("as_json", "json_out")), emitted=False, stdout=sys.stdout)
         try:
             return function(*args, **kwargs)
         except UqFlowsError as error:
             fail(str(error))
+        except (typer.Exit, typer.Abort, KeyboardInterrupt):
+            raise
+        except Exception as error:  # a bug, or something the package does not expect: exit 4, nothing hidden
+            logging.getLogger("uq_flows.cli").exception("internal error in %s", function.__name__,
+                                                        extra={FILE_ONLY: True})
+            where = _RUN["log_file"]
+            if _RUN["verbose"]:
+                err.print_exception()
+            hint = f"; traceback in {where}" if where else ""
+            fail(f"internal error: {type(error).__name__}: {error}{hint} (rerun with -v to print it; please report it)",
+                 EXIT_INTERNAL, log_file=str(where) if where else None)
 
     return wrapper
 

@@ -12,6 +12,7 @@ import typer
 from rich.table import Table
 
 from uq_flows.cli.common import (
+    EXIT_LOOP_FAILED,
     JsonOption,
     app,
     emit,
@@ -19,6 +20,7 @@ from uq_flows.cli.common import (
     fail,
     fmt,
     guard,
+    log_file_path,
     quiet_stdout,
 )
 
@@ -89,9 +91,12 @@ def run(config: ConfigArgument, as_json: JsonOption = False) -> None:
     with quiet_stdout():
         _, lp, store = preflight(executables=loop_config.required_executables())
         submission = _submit(loop_config, candidates, lp)
-        err.print(f"loop {loop_config.name}: {len(candidates)} candidates, running on this machine ...")
+        log_file = log_file_path()
+        err.print(f"loop {loop_config.name}: {len(candidates)} candidates, running on this machine"
+                  + (f" (log: {log_file})" if log_file else ""), highlight=False)
         try:
-            run_worker(lp, None, loop=loop_config.name, idle_checks=1, launch_dir=_launch_folder(loop_config))
+            run_worker(lp, None, loop=loop_config.name, idle_checks=1, launch_dir=_launch_folder(loop_config),
+                       log_file=log_file, progress=lambda line: err.print(line, highlight=False))
             with store:
                 status = loop_overview(lp, store, loop_config.name)
         finally:
@@ -101,6 +106,16 @@ def run(config: ConfigArgument, as_json: JsonOption = False) -> None:
         emit(payload)
     else:
         _status_table(status)
+    _exit_for_loops(status)
+
+
+def _exit_for_loops(status: dict[str, Any]) -> None:
+    """Exit 3 when a loop failed or was stopped (its failed jobs are in the status above)."""
+    broken = [loop for loop in status["loops"] if loop["state"] in ("failed", "stopped")]
+    if broken:
+        fail("; ".join(f"loop {loop['id']} {loop['state']}" + (f" ({len(loop['fizzled'])} failed job(s))"
+                                                                  if loop["fizzled"] else "") for loop in broken)
+             + ": see the failed jobs above; `uq-flows resume LOOP` retries or rebuilds", EXIT_LOOP_FAILED)
 
 
 @app.command()

@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from uq_flows.cli.common import (
+    EXIT_LOOP_FAILED,
     EXIT_PARTIAL,
     JsonOption,
     app,
@@ -16,6 +17,7 @@ from uq_flows.cli.common import (
     err,
     fail,
     guard,
+    log_file_path,
     quiet_stdout,
 )
 
@@ -86,7 +88,8 @@ def resume(
             def after_pass(lp_, report):
                 if local:
                     launched.append(run_worker(lp_, None, loop=loop, launch_dir=Path(settings.home).expanduser() / "launches",
-                                               idle_checks=1 if is_embedded(lp_) else 2))
+                                               idle_checks=1 if is_embedded(lp_) else 2, log_file=log_file_path(),
+                                               progress=lambda line: err.print(line, highlight=False)))
 
             def on_report(i, report):
                 err.print(
@@ -130,4 +133,5 @@ def resume(
             "status": status,
         })
     if exhausted:
-        raise typer.Exit(EXIT_PARTIAL)
+        fail(f"{len(exhausted)} job(s) failed after their last retry (listed above): `uq-flows resume` after fixing "
+             "the cause reruns or rebuilds them", EXIT_LOOP_FAILED)

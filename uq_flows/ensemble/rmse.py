@@ -10,7 +10,6 @@ import csv
 import json
 import math
 import os
-import tempfile
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
@@ -21,6 +20,7 @@ import yaml
 
 from uq_flows.ensemble.predict import MemberPredictions
 from uq_flows.errors import InputError
+from uq_flows.io import atomic_path
 from uq_flows.records import jsonable
 
 _DATA_FILE = "umlip_force_rmse.json"
@@ -106,16 +106,8 @@ def write_rmse_file(path: str | os.PathLike, rmse: Mapping[str, float], meta: Ma
     values = _validated(dict(rmse), "RMSEs to write")
     payload = json.dumps({"rmse": values, "meta": jsonable(dict(meta or {}))}, indent=2, ensure_ascii=False)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(payload + "\n")
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as temporary:
+        temporary.write_text(payload + "\n", encoding="utf-8")
 
 
 def measure_force_rmse(predictions: MemberPredictions, reference_forces: np.ndarray) -> tuple[float, int]:

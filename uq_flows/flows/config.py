@@ -127,6 +127,28 @@ class LoopConfig(_Strict):
     workdir: Path | None = Field(None, description="Shared folder for potential files (default: home/loops/NAME).")
 
     @model_validator(mode="after")
+    def _models_are_known(self) -> LoopConfig:
+        """Every member, the teacher and the stand-in labellers parse, before any loop is created."""
+        from uq_flows.ensemble.members import parse_member
+        from uq_flows.errors import MemberError
+
+        models = {f"members[{k}]": m for k, m in enumerate(self.members)}
+        models.update({"teacher.energy_from": self.teacher.energy_from, "teacher.forces_from": self.teacher.forces_from,
+                       "dft.calculator": self.dft.calculator if self.dft.labeller == "calculator" else None,
+                       "dft.fallback_calculator": self.dft.fallback_calculator})
+        for where, text in models.items():
+            if text is None:
+                continue
+            try:
+                parse_member(text)
+            except MemberError as error:
+                raise ValueError(f"{where}: {error}") from None
+        names = [parse_member(m).name for m in self.members]
+        if len(set(names)) < len(names):
+            raise ValueError(f"members: a name is given twice ({', '.join(names)})")
+        return self
+
+    @model_validator(mode="after")
     def _has_candidates(self) -> LoopConfig:
         if not self.structures and self.generate is None:
             raise ValueError("give initial structures or a generate section")

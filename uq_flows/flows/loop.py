@@ -400,7 +400,9 @@ def select_job(config: LoopConfig, potentials: list[str], candidates: StructureS
     if references is not None:
         qbc_config.setdefault("elemental_references", references)
     selection = SelectionMaker(
-        qbc_maker=QBCMaker(committee=potentials, config=qbc_config) if config.select.qbc else None,
+        # members named ace-1, ace-2, ...: job names and QBC documents carry no paths
+        qbc_maker=QBCMaker(committee=[f"ace-{k + 1}={path}" for k, path in enumerate(potentials)],
+                           config=qbc_config) if config.select.qbc else None,
         descriptor_maker=DescriptorMaker(descriptor=f"ace:{potentials[0]}"),
         direct_maker=DirectMaker(n_clusters=config.select.n_clusters, threshold=config.select.birch_threshold,
                                  k=config.select.k),

@@ -6,6 +6,8 @@ leave while another worker's job is about to make new ones READY), a timeout, or
 ``max_launches``. Unlike ``rapidfire(nlaunches=0)``, a ``gpu`` worker waits while ``cpu``
 jobs it depends on are still running. The embedded launchpad is saved after every rocket,
 after moving finished loop iterations to its archive (``archive_completed_workflows``).
+With ``log_file``, what rockets print (FireWorks, jobflow, models) goes to that file; with
+``progress``, one line per finished stage job and per failed job (``stage_line``).
 
 As a program, ``python -m uq_flows.manager.rocket [--category gpu] [--timeout S]`` runs a
 worker on the launchpad of the uq-flows settings.
@@ -14,10 +16,12 @@ worker on the launchpad of the uq-flows settings.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -57,6 +61,8 @@ def run_worker(
     sleep: float = 1.0,
     idle_checks: int = 2,
     log_level: str = "WARNING",
+    log_file: Path | str | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> int:
     """Launch rockets (of ``category``, and of ``loop`` if given) until idle; the number launched."""
     from fireworks import FWorker
@@ -70,7 +76,9 @@ def run_worker(
     root.mkdir(parents=True, exist_ok=True)
     deadline = None if timeout is None else time.monotonic() + timeout
     logger = logging.getLogger(__name__)
-    launched, idle, start_dir = 0, 0, os.getcwd()
+    launched, idle, start_dir, began = 0, 0, os.getcwd(), time.monotonic()
+    output = contextlib.ExitStack()
+    rocket_stdout = output.enter_context(open(log_file, "a", encoding="utf-8")) if log_file else None
     try:
         while deadline is None or time.monotonic() < deadline:
             if max_launches and launched >= max_launches:
@@ -83,7 +91,12 @@ def run_worker(
                 workdir = create_datestamp_dir(str(root), logger, prefix="launcher_")
                 os.chdir(workdir)
                 try:
-                    ran = launch_rocket(lp, fworker, strm_lvl=log_level)
+                    with contextlib.redirect_stdout(rocket_stdout) if rocket_stdout else contextlib.nullcontext():
+                        ran = launch_rocket(lp, fworker, strm_lvl=log_level)
+                    if ran and progress is not None:
+                        line = stage_line(lp, fworker.name, time.monotonic() - began)
+                        if line:
+                            progress(line)
                 finally:
                     os.chdir(start_dir)
                     archive_completed_workflows(lp)
@@ -102,7 +115,31 @@ def run_worker(
             time.sleep(sleep)
     finally:
         os.chdir(start_dir)
+        output.close()
     return launched
+
+
+def stage_line(lp: LaunchPad, worker: str, elapsed: float) -> str | None:
+    """What a user sees of the rocket ``worker`` just ran: a line for a finished stage job
+    (tagged ``uq_flows_stage``) or a failed job, None for the many chunk jobs between them."""
+    from uq_flows.manager.status import fizzle_reason
+    from uq_flows.stages import LOOP_KEY, STAGE_KEY
+
+    launch = lp.launches.find_one({"fworker.name": worker}, {"fw_id": 1, "state": 1, "runtime_secs": 1},
+                                  sort=[("launch_id", -1)])
+    if launch is None:
+        return None
+    fw = lp.fireworks.find_one({"fw_id": launch["fw_id"]}, {"fw_id": 1, "name": 1, "state": 1, "launches": 1,
+                                                            "spec._tasks": 1})
+    metadata = ((((fw or {}).get("spec") or {}).get("_tasks") or [{}])[0].get("job") or {}).get("metadata") or {}
+    where = " ".join(part for part in (metadata.get(LOOP_KEY), None if metadata.get("iteration") is None
+                                       else f"iteration {metadata['iteration']}") if part)
+    clock = f"[{elapsed:6.0f} s]"
+    if launch["state"] == "FIZZLED":
+        return f"{clock} {where}: job {fw['fw_id']} {fw['name']} failed: {fizzle_reason(lp, fw)}"
+    if launch["state"] == "COMPLETED" and metadata.get(STAGE_KEY):
+        return f"{clock} {where}: {metadata[STAGE_KEY]} done ({launch.get('runtime_secs') or 0:.1f} s)"
+    return None
 
 
 def active_count(lp: LaunchPad, fw_ids: list[int] | None = None) -> int:
