@@ -110,3 +110,33 @@ def test_resume_watch_retries_then_gives_up(tmp_path, monkeypatch):
 def test_resume_unknown_loop():
     out = run("resume", "nope", expect=2)
     assert "no loop 'nope'" in out.stderr
+
+
+def test_every_loop_command_takes_the_launchpad_and_jobstore_files(wire_server, tmp_path, monkeypatch):
+    """submit --launchpad F --jobstore J to a server; status, results and resume read the same files."""
+    import uuid
+
+    import yaml
+
+    from tests.flows.test_loop import write_config
+
+    database = f"t{uuid.uuid4().hex[:12]}"
+    where = {"host": wire_server.host, "port": wire_server.port}
+    lp_file, store_file = tmp_path / "my_launchpad.yaml", tmp_path / "jobflow.yaml"
+    lp_file.write_text(yaml.safe_dump({**where, "name": database}))
+    store_file.write_text(yaml.safe_dump({"JOB_STORE": {
+        "docs_store": {"type": "MongoStore", "collection_name": "outputs", "database": database, **where},
+        "additional_stores": {"data": {"type": "GridFSStore", "collection_name": "outputs_data", "database": database,
+                                       **where}}}}))
+    monkeypatch.setenv("UQ_FLOWS_CAMPAIGN_URI", wire_server.uri(database))
+    for variable in ("UQ_FLOWS_LAUNCHPAD_FILE", "UQ_FLOWS_JOBSTORE_FILE"):  # restored after the test
+        monkeypatch.setenv(variable, "unset")
+        monkeypatch.delenv(variable)
+    files = ("--launchpad", lp_file, "--jobstore", store_file)
+    loop = run_json("submit", write_config(tmp_path), *files)["loop"]
+    (entry,) = run_json("status", *files)["loops"]
+    assert entry["id"] == loop and entry["state"] == "running"
+    assert run_json("resume", loop, "--no-run-local", *files)["rerun"] == 0
+    assert "no labelled structures" in run("results", loop, "--format", "json", "--out", tmp_path / "r.json", *files,
+                                           expect=2).stderr
+    assert "--launchpad nope.yaml: no such file" in run("status", "--launchpad", "nope.yaml", expect=2).stderr

@@ -48,6 +48,10 @@ ERROR_KINDS = {EXIT_PARTIAL: "partial", EXIT_BAD_INPUT: "bad_input", EXIT_LOOP_F
 _RUN: dict[str, Any] = {"json": False, "emitted": False, "verbose": False, "log_file": None, "stdout": None}
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object to stdout.")]
+LaunchpadOption = Annotated[Path | None, typer.Option(
+    "--launchpad", help="FireWorks launchpad YAML (as UQ_FLOWS_LAUNCHPAD_FILE; default: the settings').")]
+JobstoreOption = Annotated[Path | None, typer.Option(
+    "--jobstore", help="jobflow JobStore YAML (as UQ_FLOWS_JOBSTORE_FILE; default: the settings').")]
 VariantOption = Annotated[int, typer.Option("--variant", min=0, max=2, help="U variant: 0 equal weights, 1 the paper's U, 2 weighted mean.")]
 WeightsOption = Annotated[
     str,
@@ -148,6 +152,23 @@ def main(
         fail(f"--log-level {log_level}: use DEBUG, INFO, WARNING or ERROR")
     _RUN.update(json=False, emitted=False, verbose=verbose, stdout=None)
     _RUN["log_file"] = configure_logging(log_file, log_level.upper(), verbose)
+
+
+def use_databases(launchpad: Path | None, jobstore: Path | None) -> None:
+    """``--launchpad``/``--jobstore``: this command, and workers it starts, use these files, as the
+    settings variables would (the campaign collections then need ``UQ_FLOWS_CAMPAIGN_URI``)."""
+    import os
+
+    from uq_flows.settings import get_settings
+
+    for option, path, variable in (("--launchpad", launchpad, "UQ_FLOWS_LAUNCHPAD_FILE"),
+                                   ("--jobstore", jobstore, "UQ_FLOWS_JOBSTORE_FILE")):
+        if path is None:
+            continue
+        if not path.is_file():
+            fail(f"{option} {path}: no such file")
+        os.environ[variable] = str(path.resolve())
+    get_settings.cache_clear()
 
 
 def log_file_path() -> Path | None:

@@ -13,7 +13,9 @@ from rich.table import Table
 
 from uq_flows.cli.common import (
     EXIT_LOOP_FAILED,
+    JobstoreOption,
     JsonOption,
+    LaunchpadOption,
     app,
     emit,
     err,
@@ -22,6 +24,7 @@ from uq_flows.cli.common import (
     guard,
     log_file_path,
     quiet_stdout,
+    use_databases,
 )
 
 ConfigArgument = Annotated[Path, typer.Argument(help="Loop configuration (YAML), e.g. workflows/demo.yaml.")]
@@ -122,18 +125,18 @@ def _exit_for_loops(status: dict[str, Any]) -> None:
 @guard
 def submit(
     config: ConfigArgument,
-    launchpad: Annotated[Path | None, typer.Option("--launchpad", help="FireWorks launchpad YAML (credentials from ${ENV}).")] = None,
+    launchpad: LaunchpadOption = None,
+    jobstore: JobstoreOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Add a loop to a launchpad for workers (qlaunch/rlaunch) to run; prints its id."""
     from uq_flows.manager.doctor import preflight
-    from uq_flows.manager.launchpad import close_launchpad, launchpad_from_file
+    from uq_flows.manager.launchpad import close_launchpad
 
+    use_databases(launchpad, jobstore)
     loop_config, candidates = _prepare(config)
     with quiet_stdout():
-        settings, lp, _ = preflight(executables=loop_config.required_executables(), database=launchpad is None)
-        if launchpad is not None:
-            lp = launchpad_from_file(launchpad, settings.db_timeout_ms)
+        _, lp, _ = preflight(executables=loop_config.required_executables())
         try:
             submission = _submit(loop_config, candidates, lp)
         finally:
@@ -187,11 +190,14 @@ def _status_table(status: dict[str, Any]) -> None:
 @guard
 def status(
     loop: Annotated[str | None, typer.Argument(help="Loop id (default: every loop).")] = None,
+    launchpad: LaunchpadOption = None,
+    jobstore: JobstoreOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Per loop: state, and per iteration candidates, high-U, DFT done and failed, fit RMSEs, ρ."""
     from uq_flows.manager.results import connect, loop_overview
 
+    use_databases(launchpad, jobstore)
     with quiet_stdout(), connect() as (lp, store):
         result = loop_overview(lp, store, loop)
     if loop is not None and not result["loops"]:
@@ -211,6 +217,8 @@ def results(
     iteration: Annotated[int | None, typer.Option("--iteration", help="Only labels of this iteration.")] = None,
     u_min: Annotated[float | None, typer.Option("--u-min", help="Only structures with U ≥ this (eV/Å).")] = None,
     source: Annotated[str | None, typer.Option("--source", help="dft or teacher.")] = None,
+    launchpad: LaunchpadOption = None,
+    jobstore: JobstoreOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Export a loop's labelled structures (json: id, iteration, U, source, energy, forces)."""
@@ -218,6 +226,7 @@ def results(
     from uq_flows.manager.results import connect, only_loop, training_pool
     from uq_flows.records import jsonable
 
+    use_databases(launchpad, jobstore)
     suffixes = {"extxyz": (".xyz", ".extxyz"), "pacemaker": (".pkl.gz", ".pckl.gzip", ".pkl", ".pckl"), "json": (".json",)}
     if output_format not in suffixes:
         fail(f"--format must be one of {', '.join(suffixes)}")
@@ -255,12 +264,15 @@ def results(
 def report(
     out: Annotated[Path, typer.Option("--out", help="Folder for the PNGs, summary.json and index.html.")],
     loop: Annotated[str | None, typer.Argument(help="Loop id (default: the only loop).")] = None,
+    launchpad: LaunchpadOption = None,
+    jobstore: JobstoreOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Figures (U vs error, accuracy–coverage, force RMSE vs U_c, progress) and a one-page HTML summary."""
     from uq_flows.manager.results import connect, loop_overview, only_loop, report_data
     from uq_flows.report import write_report
 
+    use_databases(launchpad, jobstore)
     if out.exists() and not out.is_dir():
         fail(f"--out {out}: exists and is not a folder")
     with quiet_stdout(), connect() as (lp, store):

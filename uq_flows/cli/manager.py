@@ -11,7 +11,9 @@ from rich.table import Table
 from uq_flows.cli.common import (
     EXIT_LOOP_FAILED,
     EXIT_PARTIAL,
+    JobstoreOption,
     JsonOption,
+    LaunchpadOption,
     app,
     emit,
     err,
@@ -19,6 +21,7 @@ from uq_flows.cli.common import (
     guard,
     log_file_path,
     quiet_stdout,
+    use_databases,
 )
 
 _STYLE = {"ok": "green", "warn": "yellow", "fail": "bold red"}
@@ -58,6 +61,8 @@ def resume(
     backoff: Annotated[float | None, typer.Option("--backoff", min=0, help="Seconds before the first rerun, doubling (default: settings retry_backoff).")] = None,
     lost_after: Annotated[float | None, typer.Option("--lost-after", min=0, help="Seconds without a ping before a RUNNING job is lost (default: settings).")] = None,
     run_local: Annotated[bool | None, typer.Option("--run-local/--no-run-local", help="Run ready jobs in this process (default: on the embedded launchpad).")] = None,
+    launchpad: LaunchpadOption = None,
+    jobstore: JobstoreOption = None,
     json_out: JsonOption = False,
 ) -> None:
     """Rerun fizzled jobs (retry limit, backoff) and lost runs; --watch keeps doing it."""
@@ -73,6 +78,7 @@ def resume(
     from uq_flows.manager.status import loop_status
     from uq_flows.manager.submit import list_loops
 
+    use_databases(launchpad, jobstore)
     if iterations is not None and watch is None:
         fail("--iterations needs --watch")
     with quiet_stdout():
