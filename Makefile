@@ -53,10 +53,11 @@ cp2k:
 	         "CP2K labels and their tests are unavailable until then."; \
 	  fi; }
 
-demo: setup
+# the demo needs the main environment and CP2K only (linear ACE; embedded databases)
+demo: $(VENV)/.installed cp2k
 	$(BIN)/uq-flows run workflows/demo.yaml
 
-score-examples: setup
+score-examples: $(VENV)/.installed
 	$(BIN)/uq-flows score examples/structures $(addprefix --member ,$(MEMBERS)) --out scored.extxyz
 
 # every notebook top to bottom; the executed copies (with figures) go to NOTEBOOK_OUT

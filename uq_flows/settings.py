@@ -55,7 +55,7 @@ class UqFlowsSettings(BaseSettings):
     selection_category: str = Field("cpu", description="FireWorks category of QBC, descriptor and DIRECT jobs.")
     pacemaker_command: str = Field(
         default_factory=lambda: _fit_environment_pacemaker(),
-        description="pacemaker of the fit environment (`make .venv-fit`), else `pacemaker` on PATH.",
+        description="pacemaker of the fit environment (`make fit-env`), else `pacemaker` on PATH.",
     )
     pacemaker_timeout: float = Field(7200.0, gt=0, description="Seconds before a pacemaker fit is stopped.")
     fit_threads: int = Field(

@@ -107,7 +107,7 @@ def test_missing_pacemaker_names_the_setting_and_make_target(tmp_path, monkeypat
     write_extxyz(tmp_path / "train.extxyz", cu_bulk(12, seed=0))
     result = run("fit", tmp_path / "train.extxyz", "--backend", "pacemaker", "--functions", 5, "--out", tmp_path / "o",
                  expect=2)
-    assert said(result, "UQ_FLOWS_PACEMAKER_COMMAND") and said(result, "make .venv-fit")
+    assert said(result, "UQ_FLOWS_PACEMAKER_COMMAND") and said(result, "make fit-env")
     assert said(result, "not found")
 
 

@@ -45,14 +45,14 @@ def test_overrides_are_deep_merged():
 
 
 def test_missing_executable_is_a_clear_error(tmp_path):
-    with pytest.raises(PacemakerError, match=r"not found .*UQ_FLOWS_PACEMAKER_COMMAND.*make \.venv-fit"):
+    with pytest.raises(PacemakerError, match=r"not found .*UQ_FLOWS_PACEMAKER_COMMAND.*make fit-env"):
         pacemaker_command(str(tmp_path / "pacemaker"))
 
 
 def fit_environment() -> str:
     command = get_settings().pacemaker_command
     if ".venv-fit" not in command or not os.access(command, os.X_OK):
-        pytest.fail(f"the fit environment is not built (pacemaker_command={command!r}); run `make .venv-fit`")
+        pytest.fail(f"the fit environment is not built (pacemaker_command={command!r}); run `make fit-env`")
     return command
 
 

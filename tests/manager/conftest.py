@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[2]
 MONGO_PYTHON = Path(os.environ.get("UQ_TEST_MONGO_PYTHON", REPO / ".venv-mongo" / "bin" / "python"))
 WIRE_SCRIPT = Path(__file__).with_name("wire_server.py")
 MAKE_HINT = (
-    "make .venv-mongo, i.e. python3.13 -m venv .venv-mongo && .venv-mongo/bin/pip install 'mongoeco[wire]==4.11.0' "
+    "make mongo-env, i.e. python3.13 -m venv .venv-mongo && .venv-mongo/bin/pip install 'mongoeco[wire]==4.11.0' "
     "(python3.13: e.g. ~/.pyenv/versions/3.13.0/bin/python3.13)"
 )
 

@@ -1,7 +1,7 @@
 """Nonlinear ACE fitted by the ``pacemaker`` executable of the fit environment (papers 000, 001).
 
 pacemaker needs tensorpotential and TensorFlow, which need numpy < 2.4 and pandas < 3, so it
-runs from its own virtual environment (``make .venv-fit``) as an external program, like
+runs from its own virtual environment (``make fit-env``) as an external program, like
 VASP: the command comes from the setting ``pacemaker_command`` (``UQ_FLOWS_PACEMAKER_COMMAND``).
 The fit runs in a work folder holding ``input.yaml``, the training pickle, pacemaker's
 ``log.txt`` and its ``output_potential.yaml``.
@@ -26,7 +26,7 @@ from uq_flows.errors import UqFlowsError
 TRAINING_FILE = "training.pkl.gzip"
 OUTPUT_FILE = "output_potential.yaml"
 LOG_TAIL_LINES = 25
-SETTING_HINT = "set UQ_FLOWS_PACEMAKER_COMMAND (setting pacemaker_command) or build the fit environment with `make .venv-fit`"
+SETTING_HINT = "set UQ_FLOWS_PACEMAKER_COMMAND (setting pacemaker_command) or build the fit environment with `make fit-env`"
 
 
 class PacemakerError(UqFlowsError):
