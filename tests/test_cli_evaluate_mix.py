@@ -1,6 +1,7 @@
 """evaluate and mix on precomputed predictions (EMT reference, perturbed fake members): pairing by
 identity, and mix's per-element energy alignment against a reference on another energy scale."""
 
+import json
 import math
 
 import numpy as np
@@ -164,6 +165,10 @@ def test_usage_errors(labelled_set, tmp_path):
     assert "--top-n ranks members by RMSE" in run("evaluate", *base, "--top-n", "1", expect=2).stderr
     assert "NAME=VALUE" in run("evaluate", "--reference", paths["ref"], "--prediction", str(paths["good"]), expect=2).stderr
     assert "--rmse for" in run("evaluate", *base, "--rmse", "x=1", expect=2).stderr
+    for command, extra in (("evaluate", ()), ("mix", ("--energy-from", "good", "--out", tmp_path / "o.xyz"))):
+        refused = run(command, *base, "--uc", "-0.5", *extra, "--json", expect=2)  # before any file is read
+        assert json.loads(refused.stdout)["error"] == {
+            "kind": "bad_input", "message": "Invalid value for '--uc': Input should be greater than or equal to 0"}
     assert list(tmp_path.glob("o.*")) == []
 
 

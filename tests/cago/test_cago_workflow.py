@@ -70,6 +70,9 @@ def test_generate_and_explore_from_the_command_line(tmp_path):
     assert len(read_structures(tmp_path / "md.extxyz")) == 9
     assert "--ensemble must be" in run("explore", tmp_path / "gen.extxyz", "--calculator", "x", "--ensemble", "nve",
                                        "--out", tmp_path / "x.extxyz", expect=2).stderr
+    cold = run("explore", tmp_path / "gen.extxyz", "--calculator", "emt=ase:ase.calculators.emt:EMT",
+               "--temperature", "300", "--temperature", "-300", "--out", tmp_path / "x.extxyz", expect=2).stderr
+    assert "--temperature (value 2): Input should be greater than 0" in cold and not (tmp_path / "x.extxyz").exists()
 
 
 def test_generate_explore_cago_as_makers(job_store):

@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from uq_flows.cli.common import (
+    EXIT_PARTIAL,
     JsonOption,
     app,
     check_out,
@@ -19,6 +20,7 @@ from uq_flows.cli.common import (
     fmt,
     guard,
     progress_bar,
+    validated,
 )
 from uq_flows.io import write_extxyz
 
@@ -170,8 +172,9 @@ def explore(
     check_out(out, STRUCTURE_OUTPUTS)
     if ensemble not in ("nvt", "npt"):
         fail("--ensemble must be nvt or npt")
-    settings = MDSettings(ensemble=ensemble, temperatures=temperature or [300.0], pressures=pressure or [0.0],
-                          steps=steps, snapshot_every=every, timestep=timestep, seed=seed)
+    settings = validated(MDSettings, {"temperatures": "--temperature", "pressures": "--pressure", "snapshot_every": "--every"},
+                         ensemble=ensemble, temperatures=temperature or [300.0], pressures=pressure or [0.0],
+                         steps=steps, snapshot_every=every, timestep=timestep, seed=seed)
     model = load_model(calculator)
     starts = read_many(structures)
     snapshots, runs = [], []
@@ -191,11 +194,15 @@ def explore(
                "out": str(out) if snapshots else None, "runs": runs}
     if as_json:
         emit(payload)
-        return
-    for run in runs:
-        if not run["stable"]:
-            err.print(f"[yellow]start {run['start']}:[/] {run['reason']}", highlight=False)
-    err.print(f"{len(snapshots)} snapshots from {len(starts)} runs → {out}")
+    else:
+        for run in runs:
+            if not run["stable"]:
+                err.print(f"[yellow]start {run['start']}:[/] {run['reason']}", highlight=False)
+        if snapshots:
+            err.print(f"{len(snapshots)} snapshots from {len(starts)} runs → {out}")
+    if not snapshots:
+        fail(f"no snapshots: every run stopped before its first ({len(starts)} runs, reasons above); nothing written",
+             EXIT_PARTIAL)
 
 
 @app.command()

@@ -25,10 +25,39 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
+from typer.core import TyperGroup
+from typer.exceptions import TyperException
 
 from uq_flows.errors import UqFlowsError
 
+EXIT_PARTIAL = 1
+EXIT_BAD_INPUT = 2
+EXIT_LOOP_FAILED = 3
+EXIT_INTERNAL = 4
+ERROR_KINDS = {EXIT_PARTIAL: "partial", EXIT_BAD_INPUT: "bad_input", EXIT_LOOP_FAILED: "loop_failed",
+               EXIT_INTERNAL: "internal"}
+
+
+class _CommandGroup(TyperGroup):
+    """The command group: with ``--json`` anywhere, a usage error (unknown option, a value out of
+    range) prints its JSON error object too, before click's message and exit 2."""
+
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+        ctx.meta["uq_flows_json"] = "--json" in args
+        return super().parse_args(ctx, args)
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except TyperException as error:  # typer's own click: a usage error is the one with exit code 2
+            if getattr(error, "exit_code", None) == EXIT_BAD_INPUT and ctx.meta.get("uq_flows_json"):
+                sys.stdout.write(json.dumps({"error": {"kind": ERROR_KINDS[EXIT_BAD_INPUT],
+                                                       "message": error.format_message()}}, indent=1) + "\n")
+            raise
+
+
 app = typer.Typer(
+    cls=_CommandGroup,
     name="uq-flows",
     help="Uncertainty-driven labelling and distillation of machine-learning interatomic potentials.",
     no_args_is_help=True,
@@ -38,13 +67,7 @@ app = typer.Typer(
 # messages stay on one line for scripts; tables get room when stderr is not a terminal
 err = Console(stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() else 160)
 
-EXIT_PARTIAL = 1
-EXIT_BAD_INPUT = 2
-EXIT_LOOP_FAILED = 3
-EXIT_INTERNAL = 4
-ERROR_KINDS = {EXIT_PARTIAL: "partial", EXIT_BAD_INPUT: "bad_input", EXIT_LOOP_FAILED: "loop_failed",
-               EXIT_INTERNAL: "internal"}
-# this invocation: --json given, a JSON object already printed, -v, the log file
+# this invocation: --json given, a JSON object already printed, -v, the log file, the command's stdout
 _RUN: dict[str, Any] = {"json": False, "emitted": False, "verbose": False, "log_file": None, "stdout": None}
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object to stdout.")]
@@ -85,6 +108,24 @@ def emit(payload: dict[str, Any]) -> None:
 
 def fmt(value: float | None, digits: int = 4) -> str:
     return "—" if value is None or not math.isfinite(value) else f"{value:.{digits}g}"
+
+
+def validated(model, options: dict[str, str] | None = None, **values):
+    """``model(**values)`` (pydantic settings), or exit 2 naming each bad option (``options``:
+    field name → option, default ``--field-name``) and the position of a bad list item."""
+    from pydantic import ValidationError
+
+    options = options or {}
+    try:
+        return model(**values)
+    except ValidationError as error:
+        problems = []
+        for e in error.errors():
+            field, *where = e["loc"]
+            option = options.get(str(field), "--" + str(field).replace("_", "-"))
+            position = f" (value {where[0] + 1})" if where and isinstance(where[0], int) else ""
+            problems.append(f"{option}{position}: {e['msg']}")
+        fail("; ".join(problems))
 
 
 def pairs(values: list[str], option: str) -> dict[str, str]:

@@ -9,7 +9,7 @@ initial density. An unstable run stops there; the snapshots taken before stay us
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 from ase import Atoms, units
@@ -29,7 +29,8 @@ class MDSettings(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     ensemble: Literal["nvt", "npt"] = "nvt"
-    temperatures: list[float] = Field([300.0], min_length=1, description="K; one value or a schedule.")
+    temperatures: list[Annotated[float, Field(gt=0)]] = Field([300.0], min_length=1,
+                                                             description="K; one value or a schedule.")
     pressures: list[float] = Field([0.0], min_length=1, description="GPa (NPT only); one value or a schedule.")
     timestep: float = Field(1.0, gt=0, description="fs")
     steps: int = Field(1000, ge=1)
