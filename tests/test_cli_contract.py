@@ -57,3 +57,20 @@ def test_outputs_honour_the_umask_and_a_folder_is_not_an_output_file(labelled_se
     assert (tmp_path / "mixed.extxyz").stat().st_mode & 0o777 == 0o644  # as any new file, not mkstemp's 0600
     (tmp_path / "taken.extxyz").mkdir()
     assert "is a folder" in run(*mix, "--out", tmp_path / "taken.extxyz", expect=2).stderr
+
+
+def test_a_broken_settings_file_stops_every_command_before_work(tmp_path, monkeypatch, labelled_set):
+    from uq_flows.settings import get_settings
+
+    settings = tmp_path / "settings.yaml"
+    settings.write_text("torch_threads: 1\nbogus_key: 3\n")
+    monkeypatch.setenv("UQ_FLOWS_CONFIG_FILE", str(settings))
+    get_settings.cache_clear()
+    _, paths = labelled_set
+    result = run("fit", paths["ref"], "--backend", "linear", "--out", tmp_path / "ace", "--json", expect=2)
+    message = json.loads(result.stdout)["error"]["message"]
+    assert "bogus_key: Extra inputs are not permitted" in message and str(settings) in message
+    assert not (tmp_path / "ace").exists()
+    doctor = run("doctor", "--no-database", "--json", expect=1)
+    (row,) = [r for r in json.loads(doctor.stdout)["checks"] if r["check"] == "settings"]
+    assert row["status"] == "fail" and str(settings) in row["hint"]

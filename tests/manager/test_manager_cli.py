@@ -80,7 +80,9 @@ def test_corrupt_settings_file_is_a_clear_error(tmp_path):
     result = run_json("doctor", expect=1)
     assert result["checks"][0]["check"] == "settings" and "not valid YAML" in result["checks"][0]["detail"]
     out = run("resume", "--json", expect=2)
-    assert out.stdout == "" and "settings file is not valid YAML" in out.stderr
+    error = json.loads(out.stdout)["error"]  # with --json, the error is the one JSON object
+    assert error["kind"] == "bad_input" and f"settings file {home / 'config.yaml'} is not valid YAML" in error["message"]
+    assert "is not valid YAML" in out.stderr
 
 
 def test_resume_runs_ready_jobs_locally_on_the_embedded_launchpad(tmp_path, monkeypatch):

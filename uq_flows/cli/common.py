@@ -217,10 +217,13 @@ def log_file_path() -> Path | None:
     return _RUN["log_file"]
 
 
-def guard(function):
+def guard(function=None, *, check_settings: bool = True):
     """The exit-code contract: the package's errors → a clear message and exit 2; anything
     unexpected → one line naming the log file (the traceback there, and on the terminal with
-    ``-v``) and exit 4; with ``--json`` each as one JSON object on stdout."""
+    ``-v``) and exit 4; with ``--json`` each as one JSON object on stdout. The settings are
+    checked first (``check_settings``): a broken settings file stops a command before any work."""
+    if function is None:
+        return lambda f: guard(f, check_settings=check_settings)
     import functools
     import logging
 
@@ -230,6 +233,10 @@ def guard(function):
     def wrapper(*args, **kwargs):
         _RUN.update(json=any(kwargs.get(k) for k in ("as_json", "json_out")), emitted=False, stdout=sys.stdout)
         try:
+            if check_settings:
+                from uq_flows.manager.config import load_settings
+
+                load_settings()
             return function(*args, **kwargs)
         except UqFlowsError as error:
             fail(str(error))

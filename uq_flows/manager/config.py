@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from uq_flows.errors import UqFlowsError
-from uq_flows.settings import UqFlowsSettings, get_settings
+from uq_flows.settings import DEFAULT_HOME, UqFlowsSettings, get_settings
 
 
 class ManagerError(UqFlowsError):
@@ -35,15 +35,27 @@ _URI_USER = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/@\s]+@", re.IGNORECA
 _SECRET_PARAM = re.compile(r"(?P<key>password|pwd|secret|token)=[^&\s]*", re.IGNORECASE)
 
 
+def settings_file_in_use() -> Path:
+    """The settings file the environment selects (``UQ_FLOWS_CONFIG_FILE``, else ``$UQ_FLOWS_HOME/config.yaml``)."""
+    named = os.environ.get("UQ_FLOWS_CONFIG_FILE")
+    home = os.environ.get("UQ_FLOWS_HOME") or str(DEFAULT_HOME)
+    return Path(named or Path(home) / "config.yaml").expanduser()
+
+
 def load_settings() -> UqFlowsSettings:
-    """The process settings; a broken config file becomes a ``ConfigFileError``."""
+    """The process settings; a broken settings file or variable becomes a ``ConfigFileError`` naming it."""
+    from pydantic import ValidationError
+
     try:
         return get_settings()
     except yaml.YAMLError as error:
-        raise ConfigFileError(f"the uq-flows settings file is not valid YAML: {_yaml_where(error)}") from None
-    except (ValueError, TypeError) as error:  # pydantic ValidationError is a ValueError
-        text = str(error).splitlines()
-        raise ConfigFileError("invalid uq-flows settings: " + "; ".join(line.strip() for line in text[:6])) from None
+        raise ConfigFileError(f"settings file {settings_file_in_use()} is not valid YAML: {_yaml_where(error)}") from None
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in error.errors())
+        raise ConfigFileError(f"invalid uq-flows settings ({problems}) in {settings_file_in_use()} or the UQ_FLOWS_* "
+                              "variables") from None
+    except (ValueError, TypeError) as error:
+        raise ConfigFileError(f"invalid uq-flows settings: {error}") from None
 
 
 def _yaml_where(error: yaml.YAMLError) -> str:

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from uq_flows.manager.config import ManagerError, load_settings
+from uq_flows.manager.config import ManagerError, load_settings, settings_file_in_use
 from uq_flows.settings import UqFlowsSettings
 
 OK, WARN, FAIL = "ok", "warn", "fail"
@@ -118,7 +118,7 @@ def run_doctor(
     try:
         settings = load_settings()
     except ManagerError as error:
-        rows.append(Check("settings", FAIL, str(error), "fix or move the settings file ($UQ_FLOWS_HOME/config.yaml)"))
+        rows.append(Check("settings", FAIL, str(error), f"fix or move the settings file {settings_file_in_use()}"))
         return _result(rows)
     source = settings.config_file or Path(settings.home).expanduser() / "config.yaml"
     rows.append(Check("settings", OK, f"home {Path(settings.home).expanduser()}; config {source}"
