@@ -5,6 +5,7 @@ The report of a real loop from the store is tested with the loop itself
 """
 
 import base64
+import dataclasses
 import io
 import json
 import re
@@ -76,6 +77,11 @@ def test_write_report_embeds_every_figure_and_the_iteration_table(tmp_path, loop
     assert rows == [("0", "20"), ("1", "20"), ("2", "20")]
     assert "<td>running</td>" in page and "reached max_iterations = 3" in page and "4</td>" in page
     assert "<td>0.12</td>" in page  # train force RMSE, eV/Å
+    assert "U is the weighted spread" in page  # the fixture does not say how the members were weighted
+    for source, words in (("equal", "U is the equally weighted spread"),
+                          ("paper", "inverse-RMSE-weighted (force RMSEs: OMat24 test, paper 001 Table S1)")):
+        weighted = write_report(dataclasses.replace(loop_report, weights_source=source), tmp_path / source)
+        assert words in weighted["index"].read_text()
     summary = json.loads(files["summary"].read_text())
     assert summary["n_dft_calculations"] == 12 and summary["n_dft_errors"] == 12 and summary["final_fit"]["iteration"] == 1
 

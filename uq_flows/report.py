@@ -29,6 +29,15 @@ from uq_flows.uncertainty import (
 )
 
 
+def weighting(source: str) -> str:
+    """How U weighted the members, in words, from an ``UncertaintyDocument.weights_source``."""
+    if source == "equal":
+        return "equally weighted"
+    if source == "unknown":
+        return "weighted"
+    return f"inverse-RMSE-weighted (force RMSEs: {'OMat24 test, paper 001 Table S1' if source == 'paper' else source})"
+
+
 @dataclass(frozen=True)
 class LoopReport:
     """What the report draws: per-iteration rows, every scored candidate's U, the DFT errors.
@@ -40,6 +49,7 @@ class LoopReport:
     loop: str
     state: str
     members: list[str]
+    weights_source: str = "unknown"  # what weighted the members: equal, paper, given, or an RMSE file
     iterations: list[dict] = field(default_factory=list)
     candidate_u: np.ndarray = field(default_factory=lambda: np.zeros(0))
     dft: ReferenceErrors = field(default_factory=lambda: ReferenceErrors.concatenate([]))
@@ -200,7 +210,7 @@ img {{ max-width: 100%; }}
 figcaption {{ font-size: 0.85em; color: #555; }}
 </style></head><body>
 <h1>uq-flows loop {e(report.loop)}</h1>
-<p>Report written {e(time.strftime("%Y-%m-%d %H:%M %Z"))}. U is the inverse-RMSE-weighted spread of the uMLIP
+<p>Report written {e(time.strftime("%Y-%m-%d %H:%M %Z"))}. U is the {e(weighting(report.weights_source))} spread of the uMLIP
 ensemble's forces (Liu et al., npj Comput. Mater. 12, 34 (2026), eq. 1); its error is that of the ensemble-mean
 forces against DFT (eq. 5), known only where DFT was run: above U_c, and on a random audit sample of every
 iteration, which is the unbiased sample for ρ and for the RMSE below U_c.</p>

@@ -34,6 +34,9 @@ def test_calibrate_then_cago_from_the_command_line(tmp_path):
                            "--out", tmp_path / "cal.json", "--plot", tmp_path / "figs")
     assert calibration["fitted"]["z_std"] == pytest.approx(1.0, abs=0.15)
     assert calibration["n_members"] == 4 and len(calibration["committee"]) == 4
+    n_atoms = sum(len(atoms) for atoms in labelled_lj())
+    assert calibration["fitted"]["n_atoms"] <= n_atoms and calibration["uncalibrated"]["n_atoms"] == n_atoms
+    assert calibration["uncalibrated"]["n_errors"] == 4 * n_atoms  # every member's error on every atom
     with open(calibration["plot"], "rb") as handle:
         assert handle.read(4) == b"\x89PNG"
 

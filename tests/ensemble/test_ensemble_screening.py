@@ -142,3 +142,16 @@ def test_the_scoring_flow_screens_in_memory_records(job_store, good, too_close, 
     document = run_locally(flow, store=job_store)[flow.output.uuid][1].output
     statuses = [s.status for s in document.structures]
     assert statuses == ["error", "invalid"]  # 0.1 Å passes a 0.05 Å screen: the broken member fails on it
+
+
+def test_a_weights_file_with_other_names_says_so(tmp_path):
+    from uq_flows.ensemble.rmse import write_rmse_file
+    from uq_flows.errors import InputError
+
+    path = tmp_path / "rmse.json"
+    write_rmse_file(path, {"chgnet": 0.1, "sevennet": 0.2})
+    with pytest.raises(InputError, match=r"no force RMSE for chgnet-0.3.0 in .*rmse.json weights: the file names "
+                                         r"chgnet, sevennet; use the members' names \(chgnet-0.3.0, sevennet\)"):
+        resolve_weights(["chgnet-0.3.0", "sevennet"], path)
+    with pytest.raises(InputError, match="give an RMSE file"):
+        resolve_weights(["chgnet-0.3.0", "emt"], "paper")

@@ -13,7 +13,7 @@ so a calibrated committee gives z ~ N(0, 1).)
 from __future__ import annotations
 
 import numpy as np
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from scipy.optimize import minimize
 
 from uq_flows.errors import InputError
@@ -29,7 +29,8 @@ def committee_force_sigma(forces: np.ndarray) -> np.ndarray:
 
 
 class CalibrationDiagnostics(BaseModel):
-    n_atoms: int
+    n_atoms: int = Field(description="Atoms measured.")
+    n_errors: int | None = Field(None, description="Force-error vectors: atoms × members (atoms for one prediction).")
     nll: float
     z_mean: float
     z_std: float
@@ -61,11 +62,15 @@ class PowerLawCalibration(BaseModel):
         ``sigma_hat``: σ̂_Fi (N,); ``errors``: force errors F^m_i − F^ref_i of the members,
         (M, N, 3), or of one prediction per atom, (N, 3).
         """
-        sigma_hat, errors = _checked(sigma_hat, errors)
-        keep = sigma_hat > 0
-        if keep.sum() < 3:
+        _checked(sigma_hat, errors)  # shapes agree, nothing NaN or inf
+        spread = np.asarray(sigma_hat, dtype=float).ravel() > 0  # atoms the fit can use
+        atom_errors = np.asarray(errors, dtype=float)
+        atom_errors = atom_errors[:, spread] if atom_errors.ndim == 3 else atom_errors[spread]
+        atom_sigma = np.asarray(sigma_hat, dtype=float).ravel()[spread]
+        if spread.sum() < 3:
             raise InputError("calibration needs at least 3 atoms with a non-zero committee spread")
-        log_s, r2 = np.log(sigma_hat[keep]), np.sum(errors[keep] ** 2, axis=1)
+        paired_sigma, paired_errors = _checked(atom_sigma, atom_errors)
+        log_s, r2 = np.log(paired_sigma), np.sum(paired_errors**2, axis=1)
 
         def nll(params):  # in ln a, b: ln σ_cal = ln a + b ln σ̂
             log_cal = params[0] + params[1] * log_s
@@ -79,17 +84,19 @@ class PowerLawCalibration(BaseModel):
         start = np.array([0.5 * np.log(np.mean(r2) / np.mean(np.exp(2 * log_s))), 1.0])
         result = minimize(nll, start, jac=grad, method="BFGS")
         calibration = cls(a=float(np.exp(result.x[0])), b=float(result.x[1]), n_members=n_members)
-        return calibration.model_copy(update={"fitted": calibration.diagnostics(sigma_hat[keep], errors[keep], n_bins)})
+        return calibration.model_copy(update={"fitted": calibration.diagnostics(atom_sigma, atom_errors, n_bins)})
 
     def diagnostics(self, sigma_hat, errors, n_bins: int = 10) -> CalibrationDiagnostics:
         """How well σ_cal matches the errors (paper 002): component z-scores z = e_c √3 / σ_cal
         (mean 0 and std 1 when calibrated), NLL per atom of ‖e‖ under σ_cal, ENCE of ‖e‖ vs σ_cal."""
+        n_atoms = np.asarray(sigma_hat).size
         sigma_hat, errors = _checked(sigma_hat, errors)
         sigma = self(sigma_hat)
         norms = np.linalg.norm(errors, axis=1)
         z_mean, z_std = z_score_stats(errors.ravel(), np.repeat(sigma / np.sqrt(3), 3))
         return CalibrationDiagnostics(
-            n_atoms=len(sigma),
+            n_atoms=n_atoms,
+            n_errors=len(sigma),
             nll=gaussian_nll(norms, sigma),
             z_mean=z_mean,
             z_std=z_std,

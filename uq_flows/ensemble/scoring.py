@@ -62,10 +62,12 @@ def resolve_weights(members: Sequence[str], scheme: str | Path | Mapping[str, fl
         rmse, source = read_rmse_file(scheme), str(scheme)
     missing = [name for name in members if name not in rmse]
     if missing:
-        raise InputError(
-            f"no force RMSE for {', '.join(missing)} in {source} weights; give an RMSE file "
-            "(uq-flows measure-rmse writes one), or use equal weights"
-        )
+        if source in ("paper", "given"):
+            hint = "give an RMSE file (uq-flows measure-rmse writes one), or use equal weights"
+        else:  # the file was given: its names do not match the members'
+            hint = (f"the file names {', '.join(sorted(rmse)) or 'no member'}; use the members' names "
+                    f"({', '.join(members)}) in it, or use equal weights")
+        raise InputError(f"no force RMSE for {', '.join(missing)} in {source} weights: {hint}")
     used = {name: float(rmse[name]) for name in members}
     return MemberWeights(members, inverse_rmse_weights(list(used.values())), source, used)
 

@@ -149,7 +149,8 @@ def report_data(store: JobStore, loop: str, state: str = "unknown") -> LoopRepor
                 audit.append(force_errors(scores[iteration], audited, iteration))
     with Campaign.open() as campaign:
         candidate_u = [d["U"] for d in campaign[STRUCTURES].find({"loop": loop, "U": {"$ne": None}}, {"U": 1})]
-    members = next(iter(scores.values())).members if scores else []
-    return LoopReport(loop=loop, state=state, members=members, iterations=rows,
+    first = next(iter(scores.values()), None)
+    return LoopReport(loop=loop, state=state, members=first.members if first else [],
+                      weights_source=first.weights_source if first else "unknown", iterations=rows,
                       candidate_u=np.array(candidate_u, float), dft=ReferenceErrors.concatenate(errors),
                       audit=ReferenceErrors.concatenate(audit))
