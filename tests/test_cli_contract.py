@@ -74,3 +74,15 @@ def test_a_broken_settings_file_stops_every_command_before_work(tmp_path, monkey
     doctor = run("doctor", "--no-database", "--json", expect=1)
     (row,) = [r for r in json.loads(doctor.stdout)["checks"] if r["check"] == "settings"]
     assert row["status"] == "fail" and str(settings) in row["hint"]
+
+
+def test_every_command_that_runs_a_model_takes_device():
+    import typer
+
+    from uq_flows.cli import app
+
+    group = typer.main.get_command(app)
+    runs_models = ("score", "measure-rmse", "label", "select", "calibrate", "cago", "explore")
+    for name in runs_models:
+        options = {opt for param in group.commands[name].params for opt in getattr(param, "opts", [])}
+        assert "--device" in options, name

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from uq_flows.cli.common import (
     EXIT_PARTIAL,
+    DeviceOption,
     JsonOption,
     app,
     check_out,
@@ -38,6 +39,7 @@ def calibrate(
     committee: CommitteeOption,
     out: Annotated[Path, typer.Option("--out", help="Calibration file (.json).")],
     plot: Annotated[Path | None, typer.Option("--plot", help="Folder for the calibration PNG.")] = None,
+    device: DeviceOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Fit σ_cal = a·σ̂^b to a committee's force errors on labelled data (paper 004, eqs. 4-5)."""
@@ -54,7 +56,7 @@ def calibrate(
     labels = read_labels(structures)
     offsets = labels.n_atoms.cumsum() - labels.n_atoms
     forces = [labels.forces[o : o + n] for o, n in zip(offsets, labels.n_atoms)]
-    members = load_committee(committee)
+    members = load_committee(committee, device=device)
     sigma_hat, errors = committee_errors(members, structures, forces)
     calibration = PowerLawCalibration.fit(sigma_hat, errors, n_members=members.n_members)
     raw = PowerLawCalibration.identity().diagnostics(sigma_hat, errors)
@@ -106,6 +108,7 @@ def cago(
     bias: Annotated[float, typer.Option("--bias", help="l_bias on |F̄_i|² (eq. 8).")] = 0.0,
     steps: Annotated[int, typer.Option("--steps", min=1, help="L-BFGS iterations at most per seed.")] = 50,
     fixed_cell: Annotated[bool, typer.Option("--fixed-cell", help="Keep the cell fixed.")] = False,
+    device: DeviceOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Calibrated adversarial geometry optimisation towards a target force error (paper 004)."""
@@ -119,7 +122,7 @@ def cago(
         fail("--target must be positive (eV/Å)")
     cal, cal_source = _read_calibration(calibration, committee)
     seeds = read_many(structures)
-    members = load_committee(committee)
+    members = load_committee(committee, device=device)
     settings = CagoSettings(target=target, bias=bias, max_steps=steps, optimize_cell=not fixed_cell)
     with progress_bar() as progress:
         task = progress.add_task("CAGO", total=len(seeds))
@@ -162,6 +165,7 @@ def explore(
     every: Annotated[int, typer.Option("--every", min=1, help="Snapshot every N steps.")] = 50,
     timestep: Annotated[float, typer.Option("--timestep", help="fs")] = 1.0,
     seed: Annotated[int, typer.Option("--seed")] = 0,
+    device: DeviceOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """MD exploration with stability checks; snapshots seed CAGO (paper 004, "Methods")."""
@@ -175,7 +179,7 @@ def explore(
     settings = validated(MDSettings, {"temperatures": "--temperature", "pressures": "--pressure", "snapshot_every": "--every"},
                          ensemble=ensemble, temperatures=temperature or [300.0], pressures=pressure or [0.0],
                          steps=steps, snapshot_every=every, timestep=timestep, seed=seed)
-    model = load_model(calculator)
+    model = load_model(calculator, device)
     starts = read_many(structures)
     snapshots, runs = [], []
     with progress_bar() as progress:

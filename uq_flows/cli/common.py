@@ -71,6 +71,7 @@ err = Console(stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() els
 _RUN: dict[str, Any] = {"json": False, "emitted": False, "verbose": False, "log_file": None, "stdout": None}
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object to stdout.")]
+DeviceOption = Annotated[str | None, typer.Option("--device", help="torch device of the models (default from settings).")]
 LaunchpadOption = Annotated[Path | None, typer.Option(
     "--launchpad", help="FireWorks launchpad YAML (as UQ_FLOWS_LAUNCHPAD_FILE; default: the settings').")]
 JobstoreOption = Annotated[Path | None, typer.Option(

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from uq_flows.cli.common import (
     EXIT_PARTIAL,
+    DeviceOption,
     JsonOption,
     app,
     check_out,
@@ -32,6 +33,7 @@ def label(
     workdir: Annotated[Path | None, typer.Option("--workdir", help="Keep DFT run folders here (default: a temporary folder).")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Labelled structures: extxyz or pacemaker pickle.")] = None,
     allow_failed: Annotated[bool, typer.Option("--allow-failed", help="Exit 0 and write --out even if some labels failed.")] = False,
+    device: DeviceOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Label structures locally with CP2K, VASP or a teacher (energies total in eV, forces in eV/Å)."""
@@ -61,7 +63,7 @@ def label(
     with tempfile.TemporaryDirectory(prefix="uq-label-") as scratch:
         folder = workdir or Path(scratch)
         folder.mkdir(parents=True, exist_ok=True)
-        labels = _run_labeller(labeller, forces_from, kpoints, cp2k, structures, ids, folder)
+        labels = _run_labeller(labeller, forces_from, kpoints, cp2k, structures, ids, folder, device)
     rows = [
         {"id": x.id, "status": x.status, "kind": x.kind, "source": x.source, "energy": x.energy,
          "forces": x.forces, "stress": x.stress, "reason": x.reason}
@@ -104,7 +106,7 @@ def _cp2k_labeller(kpoints):
     return runner
 
 
-def _run_labeller(labeller, forces_from, kpoints, cp2k, structures, ids, folder):
+def _run_labeller(labeller, forces_from, kpoints, cp2k, structures, ids, folder, device=None):
     if labeller == "cp2k":
         labels = []
         with progress_bar() as progress:
@@ -120,4 +122,5 @@ def _run_labeller(labeller, forces_from, kpoints, cp2k, structures, ids, folder)
     from uq_flows.ensemble.members import parse_member
     from uq_flows.labeling.teacher import teacher_labels
 
-    return teacher_labels(structures, ids, parse_member(labeller), parse_member(forces_from) if forces_from else None)
+    return teacher_labels(structures, ids, parse_member(labeller), parse_member(forces_from) if forces_from else None,
+                          device)

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from uq_flows.cli.common import (
     EXIT_PARTIAL,
+    DeviceOption,
     JsonOption,
     PredictionOption,
     ReferenceOption,
@@ -45,7 +46,7 @@ def score(
     out: Annotated[Path | None, typer.Option("--out", help="Write the scored structures (.json, .xyz or .extxyz) with U and status.")] = None,
     predictions: Annotated[Path | None, typer.Option("--predictions", help="Folder for one extxyz of labels per member (input to evaluate/mix).")] = None,
     allow_failed: Annotated[bool, typer.Option("--allow-failed", help="Exit 0 and write --out even if some structures could not be scored.")] = False,
-    device: Annotated[str | None, typer.Option("--device", help="torch device (default from settings).")] = None,
+    device: DeviceOption = None,
     min_distance: Annotated[float, typer.Option("--min-distance", help="Reject structures with two atoms closer than this (Å, periodic images included; 0: off); no member runs on them.")] = HARD_MIN_DISTANCE,
     as_json: JsonOption = False,
 ) -> None:
@@ -404,7 +405,7 @@ def measure_rmse(
     member: Annotated[list[str], typer.Option("--member", help="Member to measure (repeat).")],
     out: Annotated[Path, typer.Option("--out", help="RMSE file (.json) usable as --weights FILE.")],
     reference_energy: Annotated[str, typer.Option("--reference-energy", help="Reference energies are total or per-atom.")] = "total",
-    device: Annotated[str | None, typer.Option("--device")] = None,
+    device: DeviceOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Measure each member's force RMSE on a labelled reference set, for inverse-RMSE weights."""

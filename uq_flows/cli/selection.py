@@ -12,6 +12,7 @@ from rich.table import Table
 
 from uq_flows.cli.common import (
     EXIT_PARTIAL,
+    DeviceOption,
     JsonOption,
     app,
     check_out,
@@ -105,7 +106,7 @@ def select(
     out: Annotated[Path | None, typer.Option("--out", help="Selected structures (.xyz/.extxyz, tagged with uq_id, cluster and QBC metrics) or the report (.json).")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the descriptor cache.")] = False,
     allow_failed: Annotated[bool, typer.Option("--allow-failed", help="Exit 0 and write --out even if a committee member or the descriptor failed on some candidates.")] = False,
-    device: Annotated[str | None, typer.Option("--device", help="torch device (default from settings).")] = None,
+    device: DeviceOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Select candidates for labelling: query by committee, then DIRECT down-sampling (paper 003)."""
