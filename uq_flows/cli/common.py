@@ -24,6 +24,7 @@ from rich.progress import (
     Progress,
     TextColumn,
     TimeElapsedColumn,
+    TimeRemainingColumn,
 )
 from typer.core import TyperGroup
 from typer.exceptions import TyperException
@@ -166,9 +167,10 @@ def check_out(out: Path | None, suffixes: tuple[str, ...]) -> None:
 
 
 def progress_bar() -> Progress:
+    """Bars on stderr with counts, elapsed time and ETA (on a terminal; nothing when piped)."""
     return Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=err, transient=True,
+        TextColumn("ETA"), TimeRemainingColumn(), console=err, transient=True,
     )
 
 

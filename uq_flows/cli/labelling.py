@@ -122,5 +122,13 @@ def _run_labeller(labeller, forces_from, kpoints, cp2k, structures, ids, folder,
     from uq_flows.ensemble.members import parse_member
     from uq_flows.labeling.teacher import teacher_labels
 
-    return teacher_labels(structures, ids, parse_member(labeller), parse_member(forces_from) if forces_from else None,
-                          device)
+    with progress_bar() as progress:
+        tasks: dict[str, object] = {}
+
+        def report(member: str, done: int) -> None:
+            if member not in tasks:
+                tasks[member] = progress.add_task(member, total=len(structures))
+            progress.update(tasks[member], completed=done)
+
+        return teacher_labels(structures, ids, parse_member(labeller),
+                              parse_member(forces_from) if forces_from else None, device, progress=report)

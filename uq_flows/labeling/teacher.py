@@ -8,7 +8,7 @@ closer than ``min_distance``) gets a rejected label with the screen's reason.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from ase import Atoms
 
@@ -31,12 +31,18 @@ def teacher_labels(
     forces_from: MemberSpec | None = None,
     device: str | None = None,
     min_distance: float = HARD_MIN_DISTANCE,
+    progress: Callable[[str, int], None] | None = None,
 ) -> list[Label]:
-    """One label per structure: energy (and stress) from ``energy_from``, forces from ``forces_from``."""
+    """One label per structure: energy (and stress) from ``energy_from``, forces from ``forces_from``
+    (``progress(member, structures done)`` as each model goes)."""
     forces_from = forces_from or energy_from
-    energy = predict_member(energy_from, structures, device=device, min_distance=min_distance)
+
+    def step(spec):
+        return (lambda k: progress(spec.name, k)) if progress else None
+
+    energy = predict_member(energy_from, structures, device=device, min_distance=min_distance, progress=step(energy_from))
     forces = energy if forces_from.name == energy_from.name else predict_member(
-        forces_from, structures, device=device, min_distance=min_distance
+        forces_from, structures, device=device, min_distance=min_distance, progress=step(forces_from)
     )
     return labels_from_predictions(list(enumerate(ids)), energy, forces, energy_from, forces_from)
 
