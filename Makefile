@@ -16,11 +16,11 @@ setup: $(VENV)/.installed $(FIT_VENV)/.installed $(MONGO_VENV)/.installed cp2k
 fit-env: $(FIT_VENV)/.installed
 
 # torch==2.13.0 first: the CPU build (a bare or looser torch requirement pulls a multi-GB CUDA build).
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[all,test]'
 	touch $@
 
 # Nonlinear pacemaker fits: tensorpotential needs numpy < 2.4 and pandas < 3, so it gets its own

@@ -36,7 +36,14 @@ def write_config(tmp_path, **changes):
 
 @pytest.mark.slow
 def test_run_status_results_with_consistent_counts(tmp_path):
-    result = run_json("run", write_config(tmp_path))
+    ran = run("run", write_config(tmp_path), "--json")
+    result = json.loads(ran.stdout)
+    story = ran.stderr.splitlines()  # what the user sees: short, one line per stage, the log elsewhere
+    assert len(story) <= 60 and not [line for line in story if " DEBUG " in line or " INFO " in line]
+    assert any(line.endswith(")") and ": score done" in line for line in story)
+    assert len([line for line in story if "loop state done" in line]) == 2
+    log = (tmp_path / "uq-home" / "logs" / "uq-flows.log").read_text()
+    assert "Starting job" in log and "RUNNING fw_id" in log  # jobflow's and FireWorks' lines, in the log file
     (loop,) = result["loops"]
     assert loop["id"] == result["loop"] and loop["state"] == "completed"
     first, second = loop["iterations"]

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from uq_flows.cli.common import JsonOption, app, emit, err, fail, fmt, guard
+from uq_flows.cli.common import JsonOption, app, emit, err, fail, fmt, guard, need
 
 BACKENDS = ("pacemaker", "linear")
 CLUSTERING = ("labels", "kmeans", "birch")
@@ -41,6 +41,7 @@ def fit(
     from uq_flows.ace.data import read_training_set
     from uq_flows.ace.fit import SUMMARY_FILE, fit_ace
 
+    need("pyace")
     if backend not in BACKENDS:
         fail(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     if local is not None and local not in CLUSTERING:
@@ -122,6 +123,7 @@ def gamma(
     from uq_flows.records import structure_id
     from uq_flows.settings import get_settings
 
+    need("pyace")
     first = potential[0]
     if not first.exists():
         fail(f"--potential {first}: no such file")

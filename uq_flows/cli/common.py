@@ -29,7 +29,7 @@ from rich.progress import (
 from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
-from uq_flows.errors import UqFlowsError
+from uq_flows.errors import UqFlowsError, install_hint
 
 EXIT_PARTIAL = 1
 EXIT_BAD_INPUT = 2
@@ -110,6 +110,19 @@ def emit(payload: dict[str, Any]) -> None:
 
 def fmt(value: float | None, digits: int = 4) -> str:
     return "—" if value is None or not math.isfinite(value) else f"{value:.{digits}g}"
+
+
+def need(*modules: str) -> None:
+    """Exit 2 naming the extra to install when a module this command needs is missing, before any work."""
+    import importlib.util
+
+    for module in modules:
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except ImportError:
+            found = False
+        if not found:
+            fail(f"this command needs {module}, which is not installed: {install_hint(module)}")
 
 
 def validated(model, options: dict[str, str] | None = None, **values):
@@ -245,6 +258,11 @@ def guard(function=None, *, check_settings: bool = True):
             fail(str(error))
         except (typer.Exit, typer.Abort, KeyboardInterrupt):
             raise
+        except ModuleNotFoundError as error:  # an optional part of the package that is not installed
+            hint = install_hint(error.name)
+            if hint is None:
+                raise
+            fail(f"this command needs {error.name.split('.')[0]}, which is not installed: {hint}")
         except Exception as error:  # a bug, or something the package does not expect: exit 4, nothing hidden
             logging.getLogger("uq_flows.cli").exception("internal error in %s", function.__name__,
                                                         extra={FILE_ONLY: True})

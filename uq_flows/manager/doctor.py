@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from uq_flows.errors import install_hint
 from uq_flows.manager.config import ManagerError, load_settings, settings_file_in_use
 from uq_flows.settings import UqFlowsSettings
 
@@ -166,7 +167,7 @@ def _environments() -> list[Check]:
             missing.append(dist)
     rows.append(Check("workflow packages", FAIL if missing else OK,
                       "; ".join(versions) + (f"; missing: {', '.join(missing)}" if missing else ""),
-                      "pip install -e . in the main environment" if missing else None))
+                      "pip install 'uq-flows[workflow,vasp]'" if missing else None))
     return rows
 
 
@@ -176,9 +177,12 @@ def _members(load_models: bool) -> list[Check]:
     rows = []
     for spec in BUILTIN_MEMBERS.values():
         package = "chgnet" if spec.kind == "chgnet" else "sevenn"
-        found = importlib.util.find_spec(package)
+        try:
+            found = importlib.util.find_spec(package)
+        except ImportError:  # a parent package that cannot be imported
+            found = None
         if found is None or not found.submodule_search_locations:
-            rows.append(Check(f"member {spec.name}", FAIL, f"package {package} is not installed", "pip install -e ."))
+            rows.append(Check(f"member {spec.name}", FAIL, f"package {package} is not installed", install_hint(package)))
             continue
         root = Path(next(iter(found.submodule_search_locations)))
         weights = _weights(root, spec.kind, spec.model)

@@ -23,7 +23,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 from uq_flows.manager.status import ACTIVE_STATES
 
@@ -77,8 +77,7 @@ def run_worker(
     deadline = None if timeout is None else time.monotonic() + timeout
     logger = logging.getLogger(__name__)
     launched, idle, start_dir, began = 0, 0, os.getcwd(), time.monotonic()
-    output = contextlib.ExitStack()
-    rocket_stdout = output.enter_context(open(log_file, "a", encoding="utf-8")) if log_file else None
+    rocket_stdout = _log_stream(log_file) if log_file else None
     try:
         while deadline is None or time.monotonic() < deadline:
             if max_launches and launched >= max_launches:
@@ -115,8 +114,20 @@ def run_worker(
             time.sleep(sleep)
     finally:
         os.chdir(start_dir)
-        output.close()
     return launched
+
+
+_LOG_STREAMS: dict[str, TextIO] = {}
+
+
+def _log_stream(path: Path | str) -> TextIO:
+    """The process's append stream to ``path``, opened once and left open: FireWorks and jobflow
+    keep the handlers they made on it while it was ``sys.stdout`` and write to them later."""
+    key = str(Path(path).resolve())
+    if key not in _LOG_STREAMS:
+        Path(key).parent.mkdir(parents=True, exist_ok=True)
+        _LOG_STREAMS[key] = open(key, "a", encoding="utf-8", buffering=1)  # noqa: SIM115 (closed at exit)
+    return _LOG_STREAMS[key]
 
 
 def stage_line(lp: LaunchPad, worker: str, elapsed: float) -> str | None:
