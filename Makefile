@@ -58,7 +58,7 @@ demo: $(VENV)/.installed cp2k
 	$(BIN)/uq-flows run workflows/demo.yaml
 
 score-examples: $(VENV)/.installed
-	$(BIN)/uq-flows score examples/structures $(addprefix --member ,$(MEMBERS)) --out scored.extxyz
+	$(BIN)/uq-flows score examples/structures $(addprefix --model ,$(MEMBERS)) --out scored.extxyz
 
 # every notebook top to bottom; the executed copies (with figures) go to NOTEBOOK_OUT
 NOTEBOOK_OUT ?= $(or $(TMPDIR),/tmp)/uq-flows-notebooks

@@ -86,3 +86,26 @@ def test_every_command_that_runs_a_model_takes_device():
     for name in runs_models:
         options = {opt for param in group.commands[name].params for opt in getattr(param, "opts", [])}
         assert "--device" in options, name
+
+
+def test_a_model_is_a_model_option_everywhere_and_old_spellings_still_work(tmp_path):
+    import typer
+
+    from uq_flows.cli import app
+    from uq_flows.cli.common import OLD_SPELLINGS, with_current_spellings
+
+    group = typer.main.get_command(app)
+    for name, renames in OLD_SPELLINGS.items():
+        options = {opt for param in group.commands[name].params for opt in getattr(param, "opts", [])}
+        assert set(renames.values()) <= options and not set(renames) & options, name  # old names hidden
+    # an old spelling reaches the option it became: select's committee, fit's member count
+    (tmp_path / "cells.extxyz").write_text("")
+    said = " ".join(run("select", tmp_path / "cells.extxyz", "--no-qbc", "--committee=x", expect=2).stderr.split())
+    assert "--no-qbc and --model (a QBC committee) contradict each other" in said
+    assert "'--n-members'" in run("fit", tmp_path / "cells.extxyz", "--backend", "linear", "--ensemble", "0",
+                                  expect=2).stderr
+    # only the command's own options are renamed, and nothing after "--" (a file may be called anything)
+    commands = group.commands
+    assert with_current_spellings(["-v", "gamma", "--potential=a.yaml", "--", "--potential"], commands) == [
+        "-v", "gamma", "--model=a.yaml", "--", "--potential"]
+    assert with_current_spellings(["score", "--potential", "x"], commands) == ["score", "--potential", "x"]

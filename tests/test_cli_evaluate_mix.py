@@ -419,9 +419,9 @@ def test_measure_rmse_refuses_a_structure_given_twice_across_files(labelled_set,
     out = tmp_path / "rmse.json"
     emt = "emt=ase:ase.calculators.emt:EMT"
     more = tmp_path / "more.extxyz"
-    message = run("measure-rmse", paths["ref"], more, "--member", emt, "--out", out, expect=2).stderr
+    message = run("measure-rmse", paths["ref"], more, "--model", emt, "--out", out, expect=2).stderr
     assert f"configuration {paths['ref']}:3 and configuration {more}:0 are the same structure" in message
     assert not out.exists()
     write_extxyz(tmp_path / "other.extxyz", emt_dataset(3, seed=5))
-    result = run_json("measure-rmse", paths["ref"], tmp_path / "other.extxyz", "--member", emt, "--out", out)
+    result = run_json("measure-rmse", paths["ref"], tmp_path / "other.extxyz", "--model", emt, "--out", out)
     assert result["n_structures"] == 15 and result["rmse"]["emt"] == pytest.approx(0, abs=1e-6)  # EMT labels

@@ -28,7 +28,7 @@ def labelled_by_the_labelling_stage(tmp_path_factory):
         for atoms in structures:
             atoms.calc = None
         write(folder / f"{name}-candidates.extxyz", structures)
-        run_json("label", folder / f"{name}-candidates.extxyz", "--labeller", "emt=ase:ase.calculators.emt:EMT",
+        run_json("label", folder / f"{name}-candidates.extxyz", "--model", "emt=ase:ase.calculators.emt:EMT",
                  "--out", folder / f"{name}.pkl.gz")
     return folder / "train.pkl.gz", folder / "test.pkl.gz"
 
@@ -37,7 +37,7 @@ def labelled_by_the_labelling_stage(tmp_path_factory):
 def fitted_ensemble(labelled_by_the_labelling_stage, tmp_path_factory):
     train, test = labelled_by_the_labelling_stage
     out = tmp_path_factory.mktemp("fit") / "ace"
-    payload = run_json("fit", train, "--backend", "linear", "--test", test, "--ensemble", 3, "--functions", 20,
+    payload = run_json("fit", train, "--backend", "linear", "--test", test, "--n-members", 3, "--functions", 20,
                        "--out", out)
     return payload, out
 
@@ -59,7 +59,7 @@ def test_gamma_json_in_input_order_across_files(fitted_ensemble, tmp_path):
     in_domain, ood = cu_bulk(2, seed=7), out_of_distribution()
     write_extxyz(tmp_path / "a.extxyz", in_domain)
     write(tmp_path / "b.extxyz", ood)
-    result = run_json("gamma", "--potential", payload["potential"], tmp_path / "a.extxyz", tmp_path / "b.extxyz")
+    result = run_json("gamma", "--model", payload["potential"], tmp_path / "a.extxyz", tmp_path / "b.extxyz")
     rows = result["structures"]
     assert [r["id"] for r in rows] == [structure_id(a) for a in in_domain + ood]
     assert result["active_set"] == payload["active_set"]  # found beside the potential
@@ -72,7 +72,7 @@ def test_gamma_json_in_input_order_across_files(fitted_ensemble, tmp_path):
 def test_gamma_with_the_ensemble_adds_committee_uq(fitted_ensemble, tmp_path):
     payload, out = fitted_ensemble
     write(tmp_path / "ood.extxyz", out_of_distribution())
-    args = [a for p in payload["potentials"] for a in ("--potential", p)]
+    args = [a for p in payload["potentials"] for a in ("--model", p)]
     result = run_json("gamma", *args, tmp_path / "ood.extxyz")
     committee = result["committee"]
     assert committee["thresholds_source"] == str(out / "fit.json") and committee["n_novel"] == 3
@@ -84,8 +84,9 @@ def test_gamma_with_the_ensemble_adds_committee_uq(fitted_ensemble, tmp_path):
 def test_unknown_element_in_structures_to_score_is_exit_2(fitted_ensemble, tmp_path):
     payload, _ = fitted_ensemble
     write(tmp_path / "mixed.extxyz", [bulk("Cu", "fcc", a=3.61), bulk("Ag", "fcc", a=4.09)])
-    result = run("gamma", "--potential", payload["potential"], tmp_path / "mixed.extxyz", "--json", expect=2)
-    assert result.stdout == ""
+    result = run("gamma", "--model", payload["potential"], tmp_path / "mixed.extxyz", "--json", expect=2)
+    error = json.loads(result.stdout)["error"]  # with --json, the error is the one JSON object
+    assert error["kind"] == "bad_input" and "Ag not in the potential" in error["message"]
     assert said(result, "mixed.extxyz:1") and said(result, "Ag not in the potential")
 
 
@@ -116,5 +117,5 @@ def test_gamma_without_an_active_set_says_where_to_get_one(fitted_ensemble, tmp_
     lonely = tmp_path / "lonely.yaml"
     lonely.write_text(Path(payload["potential"]).read_text())
     write(tmp_path / "s.extxyz", bulk("Cu", "fcc", a=3.61))
-    result = run("gamma", "--potential", lonely, tmp_path / "s.extxyz", expect=2)
+    result = run("gamma", "--model", lonely, tmp_path / "s.extxyz", expect=2)
     assert said(result, "no active set beside") and said(result, "--active-set")

@@ -63,7 +63,7 @@ def test_real_pacemaker_fit_through_the_cli(tmp_path):
     write_extxyz(tmp_path / "train.extxyz", cu_bulk(16, seed=0))
     write_extxyz(tmp_path / "test.extxyz", cu_bulk(4, seed=1))
     payload = run_json("fit", tmp_path / "train.extxyz", "--backend", "pacemaker", "--functions", 8, "--steps", 30,
-                       "--ensemble", 2, "--test", tmp_path / "test.extxyz", "--out", tmp_path / "fit")
+                       "--n-members", 2, "--test", tmp_path / "test.extxyz", "--out", tmp_path / "fit")
     potential = Path(payload["potential"])
     config = yaml.safe_load((potential.parent / "pacemaker" / "input.yaml").read_text())
     assert config["fit"]["maxiter"] == 30 and config["potential"]["embeddings"]["ALL"]["ndensity"] == 8

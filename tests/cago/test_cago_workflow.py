@@ -15,7 +15,7 @@ from uq_flows.explore.jobs import GenerateMaker, MDExploreMaker
 from uq_flows.explore.md import MDSettings
 from uq_flows.io import read_structures, with_labels
 
-COMMITTEE_ARGS = [arg for entry in COMMITTEE for arg in ("--committee", entry)]
+COMMITTEE_ARGS = [arg for entry in COMMITTEE for arg in ("--model", entry)]
 
 
 def labelled_lj(n=6):
@@ -66,14 +66,14 @@ def test_generate_and_explore_from_the_command_line(tmp_path):
     generated = run_json("generate", "Cu", "--n", "2", "--kind", "strained", "--kind", "vacancies",
                          "--out", tmp_path / "gen.extxyz")
     assert generated["kinds"] == {"strained-rattled": 2, "vacancy": 1} and generated["max_atoms"] == 16
-    explored = run_json("explore", tmp_path / "gen.extxyz", "--calculator", "emt=ase:ase.calculators.emt:EMT",
+    explored = run_json("explore", tmp_path / "gen.extxyz", "--model", "emt=ase:ase.calculators.emt:EMT",
                         "--steps", "60", "--every", "20", "--temperature", "300", "--temperature", "600",
                         "--out", tmp_path / "md.extxyz")
     assert explored["n_snapshots"] == 9 and explored["n_unstable"] == 0
     assert len(read_structures(tmp_path / "md.extxyz")) == 9
-    assert "--ensemble must be" in run("explore", tmp_path / "gen.extxyz", "--calculator", "x", "--ensemble", "nve",
+    assert "--ensemble must be" in run("explore", tmp_path / "gen.extxyz", "--model", "x", "--ensemble", "nve",
                                        "--out", tmp_path / "x.extxyz", expect=2).stderr
-    cold = run("explore", tmp_path / "gen.extxyz", "--calculator", "emt=ase:ase.calculators.emt:EMT",
+    cold = run("explore", tmp_path / "gen.extxyz", "--model", "emt=ase:ase.calculators.emt:EMT",
                "--temperature", "300", "--temperature", "-300", "--out", tmp_path / "x.extxyz", expect=2).stderr
     assert "--temperature (value 2): Input should be greater than 0" in cold and not (tmp_path / "x.extxyz").exists()
 

@@ -13,7 +13,7 @@ from uq_flows.io import read_structures
 from uq_flows.records import structure_id
 
 MEMBERS = ("chgnet-0.3.0", "sevennet-0-11jul2024", "chgnet-0.2.0")
-MEMBER_ARGS = [arg for m in MEMBERS for arg in ("--member", m)]
+MEMBER_ARGS = [arg for m in MEMBERS for arg in ("--model", m)]
 
 
 def rattled_si(amplitudes):
@@ -73,8 +73,8 @@ def test_unscorable_structures_fail_loudly_and_write_nothing(tmp_path):
 @pytest.mark.slow
 def test_nan_member_gives_status_not_number(tmp_path):
     write(tmp_path / "in.extxyz", rattled_si([0.1]))
-    result = run("score", tmp_path / "in.extxyz", "--member", "chgnet-0.3.0",
-                 "--member", "nan=ase:uqf_ensemble_calculators:NaNForces", "--json", expect=1)
+    result = run("score", tmp_path / "in.extxyz", "--model", "chgnet-0.3.0",
+                 "--model", "nan=ase:uqf_ensemble_calculators:NaNForces", "--json", expect=1)
     row = json.loads(result.stdout)["structures"][0]
     assert row["status"] == "non_finite" and row["U"] is None and row["reason"].startswith("nan:")
 
@@ -92,10 +92,10 @@ def test_functional_mix_is_warned(tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--member", "chgnet-0.3.0", "--member", "no-such-model"], "no-such-model"),
-        (["--member", "chgnet-0.3.0"], "at least two"),
-        (["--member", "chgnet-0.3.0", "--member", "chgnet-0.2.0", "--weights", "paper"], "no force RMSE"),
-        (["--member", "chgnet-0.3.0", "--member", "chgnet-0.2.0", "--out", "x.csv"], "must end in"),
+        (["--model", "chgnet-0.3.0", "--model", "no-such-model"], "no-such-model"),
+        (["--model", "chgnet-0.3.0"], "at least two"),
+        (["--model", "chgnet-0.3.0", "--model", "chgnet-0.2.0", "--weights", "paper"], "no force RMSE"),
+        (["--model", "chgnet-0.3.0", "--model", "chgnet-0.2.0", "--out", "x.csv"], "must end in"),
     ],
 )
 def test_bad_arguments_exit_2(tmp_path, args, message):
@@ -106,7 +106,7 @@ def test_bad_arguments_exit_2(tmp_path, args, message):
 
 def test_empty_input_file_exit_2(tmp_path):
     (tmp_path / "empty.extxyz").write_text("")
-    result = run("score", tmp_path / "empty.extxyz", "--member", "chgnet-0.3.0", "--member", "chgnet-0.2.0", expect=2)
+    result = run("score", tmp_path / "empty.extxyz", "--model", "chgnet-0.3.0", "--model", "chgnet-0.2.0", expect=2)
     assert "empty" in result.stderr
 
 
@@ -115,7 +115,7 @@ def too_close_pair():
     return Atoms("Cu2", positions=[[0, 0, 0], [0, 0, 0.1]], cell=[6, 6, 6], pbc=True)
 
 
-BROKEN_MEMBERS = [arg for k in (1, 2) for arg in ("--member", f"broken{k}=ase:uqf_ensemble_calculators:BrokenInit")]
+BROKEN_MEMBERS = [arg for k in (1, 2) for arg in ("--model", f"broken{k}=ase:uqf_ensemble_calculators:BrokenInit")]
 
 
 def test_non_finite_positions_exit_2_before_any_model_and_write_nothing(tmp_path):
@@ -150,7 +150,7 @@ def test_too_close_atoms_are_rejected_not_scored_by_real_members(tmp_path):
     copper = bulk("Cu", "fcc", a=3.61, cubic=True)
     copper.rattle(0.05, seed=2)
     write(tmp_path / "in.extxyz", [copper, too_close_pair()])
-    members = [arg for m in MEMBERS[:2] for arg in ("--member", m)]
+    members = [arg for m in MEMBERS[:2] for arg in ("--model", m)]
     result = run("score", tmp_path / "in.extxyz", *members, "--json", expect=1)
     assert "1 of 2 structures could not be scored" in result.stderr
     kept = run_json("score", tmp_path / "in.extxyz", *members, "--allow-failed",

@@ -30,7 +30,7 @@ def cu_cells():
 def test_teacher_label_json_matches_the_calculator(tmp_path):
     cells = cu_cells()
     write(tmp_path / "in.extxyz", cells)
-    result = run_json("label", tmp_path / "in.extxyz", "--labeller", "emt=ase:ase.calculators.emt:EMT",
+    result = run_json("label", tmp_path / "in.extxyz", "--model", "emt=ase:ase.calculators.emt:EMT",
                       "--out", tmp_path / "out.pkl.gz")
     assert [x["id"] for x in result["labels"]] == [structure_id(a) for a in cells]
     for row, atoms in zip(result["labels"], cells):
@@ -47,7 +47,7 @@ def test_failed_labels_exit_1_and_write_nothing(tmp_path):
     cells[1].numbers[:] = 79  # FailsOnCopper raises for any Cu: the all-Au cell survives
     write(tmp_path / "in.extxyz", cells)
     out = tmp_path / "out.extxyz"
-    result = run("label", tmp_path / "in.extxyz", "--labeller", "bad=ase:uqf_ensemble_calculators:FailsOnCopper",
+    result = run("label", tmp_path / "in.extxyz", "--model", "bad=ase:uqf_ensemble_calculators:FailsOnCopper",
                  "--out", out, "--json", expect=1)
     rows = json.loads(result.stdout)["labels"]
     assert [r["status"] for r in rows] == ["failed", "ok", "failed"]
@@ -58,9 +58,9 @@ def test_failed_labels_exit_1_and_write_nothing(tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--labeller", "chgnet-0.3.0", "--kpoints", "2", "2", "2"], "--kpoints applies"),
-        (["--labeller", "cp2k", "--forces-from", "chgnet-0.3.0"], "--forces-from applies"),
-        (["--labeller", "nonsense"], "nonsense"),
+        (["--model", "chgnet-0.3.0", "--kpoints", "2", "2", "2"], "--kpoints applies"),
+        (["--model", "cp2k", "--forces-from", "chgnet-0.3.0"], "--forces-from applies"),
+        (["--model", "nonsense"], "nonsense"),
     ],
 )
 def test_usage_errors(tmp_path, args, message):
@@ -74,7 +74,7 @@ def test_cp2k_label_from_the_command_line(tmp_path):
     atoms = bulk("Si", "diamond", a=5.40)
     atoms.rattle(0.05, seed=1)
     write(tmp_path / "POSCAR", atoms, format="vasp")
-    result = run_json("label", tmp_path / "POSCAR", "--labeller", "cp2k", "--kpoints", "2", "2", "2",
+    result = run_json("label", tmp_path / "POSCAR", "--model", "cp2k", "--kpoints", "2", "2", "2",
                       "--workdir", tmp_path / "runs")
     (row,) = result["labels"]
     assert row["status"] == "ok" and row["source"] == "cp2k" and row["energy"] < -200

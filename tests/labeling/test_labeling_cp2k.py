@@ -201,7 +201,7 @@ def test_unphysical_structures_are_rejected_without_running_cp2k(atoms, reason, 
 def test_cli_rejects_bad_kpoints_before_any_work(tmp_path):
     write(tmp_path / "in.extxyz", bulk("Si", "diamond", a=5.43))
     out, runs = tmp_path / "out.extxyz", tmp_path / "runs"
-    result = run("label", tmp_path / "in.extxyz", "--labeller", "cp2k", "--kpoints", "0", "0", "0",
+    result = run("label", tmp_path / "in.extxyz", "--model", "cp2k", "--kpoints", "0", "0", "0",
                  "--out", out, "--workdir", runs, expect=2)
     assert "--kpoints must be at least 1 in each direction, got 0 0 0: give e.g. --kpoints 3 3 3" in result.stderr
     assert not out.exists() and not runs.exists()
@@ -211,7 +211,7 @@ def test_cli_shows_the_mesh_column_and_rejects_close_atoms(tmp_path, recording_c
     command, marker = recording_cp2k
     monkeypatch.setenv("UQ_FLOWS_CP2K_COMMAND", command)
     write(tmp_path / "close.extxyz", too_close_pair(0.1))
-    result = run("label", tmp_path / "close.extxyz", "--labeller", "cp2k", "--workdir", tmp_path / "runs", expect=1)
+    result = run("label", tmp_path / "close.extxyz", "--model", "cp2k", "--workdir", tmp_path / "runs", expect=1)
     assert "k-mesh" in result.stderr and "rejected" in result.stderr and "0.100 Å apart" in result.stderr
     assert "1 of 1 structures could not be labelled" in result.stderr
     assert not marker.exists() and not any((tmp_path / "runs").iterdir())
@@ -224,7 +224,7 @@ def test_cli_labels_with_the_mesh_it_reports(tmp_path, monkeypatch):
     atoms = bulk("Si", "diamond", a=5.43)
     atoms.rattle(0.03, seed=2)
     write(tmp_path / "in.extxyz", [atoms, too_close_pair(0.1)])
-    result = run_json("label", tmp_path / "in.extxyz", "--labeller", "cp2k", "--kpoints", "2", "2", "2",
+    result = run_json("label", tmp_path / "in.extxyz", "--model", "cp2k", "--kpoints", "2", "2", "2",
                       "--workdir", tmp_path / "runs", "--out", tmp_path / "out.extxyz", "--allow-failed")
     ok, rejected = result["labels"]
     assert ok["status"] == "ok" and ok["kpoints"] == [2, 2, 2] and ok["n_kpoints"] == 8

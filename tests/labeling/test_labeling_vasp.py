@@ -396,7 +396,7 @@ def test_label_command_without_vasp_says_how_to_configure(tmp_path):
     from tests.cli_helpers import run
 
     ase.io.write(tmp_path / "POSCAR", bulk("Si"), format="vasp")
-    result = run("label", tmp_path / "POSCAR", "--labeller", "vasp", expect=2)
+    result = run("label", tmp_path / "POSCAR", "--model", "vasp", expect=2)
     assert "VASP executable" in result.stderr and "ATOMATE2_VASP_CMD" in result.stderr
 
 
@@ -409,7 +409,7 @@ def test_label_command_with_vasp(mock_vasp, monkeypatch, tmp_path):
     record = reference_record(SI2)
     mock_vasp({f"vasp static {record.formula} {record.id}": SI2})
     ase.io.write(tmp_path / "POSCAR", record.to_atoms(), format="vasp")
-    result = run_json("label", tmp_path / "POSCAR", "--labeller", "vasp", "--workdir", tmp_path / "runs")
+    result = run_json("label", tmp_path / "POSCAR", "--model", "vasp", "--workdir", tmp_path / "runs")
     (label,) = result["labels"]
     assert label["status"] == "ok" and label["source"] == "vasp" and label["id"] == record.id
     assert label["energy"] == pytest.approx(REFERENCE_ENERGY[SI2], abs=1e-8)

@@ -69,7 +69,8 @@ def test_unreachable_database_stops_doctor_and_resume(monkeypatch):
     start = time.monotonic()
     out = run("resume", "--json", expect=2)
     assert time.monotonic() - start < 5
-    assert out.stdout == "" and "cannot reach the launchpad database" in out.stderr
+    assert json.loads(out.stdout)["error"]["kind"] == "bad_input"
+    assert "cannot reach the launchpad database" in out.stderr and "t0ps3cret" not in out.stdout
     assert "t0ps3cret" not in out.stderr + json.dumps(result)
 
 

@@ -59,7 +59,7 @@ def test_bad_inputs_exit_2_with_clear_messages(tmp_path):
         (["--features", tmp_path / "missing.npy"], "no such file"),
         ([], "no candidates"),
         (["--features", features_file(tmp_path, good, "h.npy"), "--mode", "middle"], "--mode must be one of"),
-        (["--features", features_file(tmp_path, good, "i.npy"), "--committee", "chgnet-0.3.0"], "--features skips QBC"),
+        (["--features", features_file(tmp_path, good, "i.npy"), "--model", "chgnet-0.3.0"], "--features skips QBC"),
         (["--features", features_file(tmp_path, good, "j.npy"), "--out", tmp_path / "x.xyz"], "needs the candidate"),
         (["--features", features_file(tmp_path, good, "k.npy"), "--mode", "smallest"], "number of atoms"),
     ]
@@ -79,7 +79,7 @@ def test_mismatched_rows_and_empty_files(tmp_path):
     empty.write_text("")
     assert "file is empty" in run("select", empty, "--no-qbc", expect=2).stderr
     result = run("select", cells, expect=2)
-    assert "needs --committee" in " ".join(result.stderr.split())
+    assert "query by committee needs a committee" in " ".join(result.stderr.split())
 
 
 def test_qbc_and_direct_from_the_cli_with_ace_files(tmp_path, ace_files):
@@ -87,7 +87,7 @@ def test_qbc_and_direct_from_the_cli_with_ace_files(tmp_path, ace_files):
     path = tmp_path / "candidates.extxyz"
     write_extxyz(path, cells)
     out = run_json(
-        "select", path, "--committee", ace_files["a"], "--committee", f"other={ace_files['c']}",
+        "select", path, "--model", ace_files["a"], "--model", f"other={ace_files['c']}",
         "--descriptor", f"ace:{ace_files['a']}", "--k", 1, "--out", tmp_path / "selected.extxyz",
         "--plot", tmp_path / "pca.png",
     )
@@ -98,7 +98,7 @@ def test_qbc_and_direct_from_the_cli_with_ace_files(tmp_path, ace_files):
     assert [a.info["uq_id"] for a in written] == out["ids"] == [structure_id(cells[j]) for j in out["selected"]]
     assert all("qbc_force" in a.info and "cluster" in a.info for a in written)
     # agreeing potentials: nothing to label, not an error
-    quiet = run_json("select", path, "--committee", ace_files["a"], "--committee", ace_files["b"])
+    quiet = run_json("select", path, "--model", ace_files["a"], "--model", ace_files["b"])
     assert quiet["selected"] == [] and quiet["n_after_qbc"] == 0 and quiet["coverage"] is None
 
 
@@ -106,7 +106,7 @@ def test_failed_candidates_exit_1_unless_allowed(tmp_path, ace_files):
     cells = small_cells(4) + [bulk("Al", "fcc", a=4.05, cubic=True)]  # Al: not in the ACE potentials
     path = tmp_path / "candidates.extxyz"
     write_extxyz(path, cells)
-    args = ["select", path, "--committee", ace_files["a"], "--committee", ace_files["c"],
+    args = ["select", path, "--model", ace_files["a"], "--model", ace_files["c"],
             "--descriptor", f"ace:{ace_files['a']}"]
     out = run_json(*args, "--out", tmp_path / "s.extxyz", expect=1)
     assert out["failed"][0]["index"] == 4 and out["failed"][0]["stage"] == "qbc" and "error" in out

@@ -21,7 +21,7 @@ def fit(
     train: Annotated[list[Path], typer.Argument(help="Labelled training structures: extxyz, pacemaker pickles or folders.")],
     backend: Annotated[str, typer.Option("--backend", help="pacemaker (nonlinear, run in the fit environment) or linear (pyace ridge).")],
     test: Annotated[Path | None, typer.Option("--test", help="Labelled test structures for test RMSEs.")] = None,
-    ensemble: Annotated[int, typer.Option("--ensemble", min=1, help="Members, fitted with seeds SEED, SEED+1, ...")] = 1,
+    n_members: Annotated[int, typer.Option("--n-members", min=1, help="Ensemble members, fitted with seeds SEED, SEED+1, ...")] = 1,
     out: Annotated[Path, typer.Option("--out", help="Output folder (potential files and fit.json).")] = Path("ace-fit"),
     functions: Annotated[int, typer.Option("--functions", min=1, help="Basis functions per element.")] = 72,
     cutoff: Annotated[float, typer.Option("--cutoff", min=0.5, help="Radial cutoff (Å).")] = 5.0,
@@ -54,7 +54,7 @@ def fit(
         fail(f"--out {out}: exists and is not a folder")
     options = AceFitOptions(
         backend=backend, n_functions=functions, cutoff=cutoff, kappa=kappa, max_steps=steps, seed=seed,
-        ensemble_size=ensemble, bootstrap=bootstrap, active_set=active_set, outlier_filter=outlier_filter,
+        ensemble_size=n_members, bootstrap=bootstrap, active_set=active_set, outlier_filter=outlier_filter,
         local=local, n_clusters=clusters, cluster_key=cluster_key,
     )
     training = read_training_set(train)
@@ -105,7 +105,7 @@ def _fit_table(payload: dict[str, Any]) -> None:
 @guard
 def gamma(
     structures: Annotated[list[Path], typer.Argument(help="Structure files or folders to score.")],
-    potential: Annotated[list[Path], typer.Option("--potential", help="ACE potential (.yaml); repeat for committee UQ on an ensemble.")],
+    potential: Annotated[list[Path], typer.Option("--model", help="ACE potential (.yaml); repeat for committee UQ on an ensemble.")],
     active_set: Annotated[Path | None, typer.Option("--active-set", help="Active set (.asi); default: the one beside the first potential.")] = None,
     local_active_set: Annotated[Path | None, typer.Option("--local-active-set", help="Local active sets (.lasi); default: the one beside the first potential, if any.")] = None,
     thresholds: Annotated[Path | None, typer.Option("--thresholds", help="fit.json with committee thresholds; default: the fit.json of the ensemble, if found.")] = None,
@@ -126,9 +126,9 @@ def gamma(
     need("pyace")
     first = potential[0]
     if not first.exists():
-        fail(f"--potential {first}: no such file")
+        fail(f"--model {first}: no such file")
     if first.suffix.lower() != ".yaml":
-        fail(f"--potential {first}: γ needs the B-basis .yaml potential (the .yace has no projections)")
+        fail(f"--model {first}: γ needs the B-basis .yaml potential (the .yace has no projections)")
     active_set = active_set or beside(first, ACTIVE_SET_SUFFIX)
     if active_set is None:
         fail(f"no active set beside {first} ({first.with_suffix(ACTIVE_SET_SUFFIX).name}); give --active-set "

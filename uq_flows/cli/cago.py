@@ -26,7 +26,7 @@ from uq_flows.cli.common import (
 from uq_flows.io import write_extxyz
 
 CommitteeOption = Annotated[
-    list[str], typer.Option("--committee", help="ACE potential file (.yaml/.yace) or member spec (repeat).")
+    list[str], typer.Option("--model", help="Committee member (repeat): an ACE potential file (.yaml/.yace) or a model as for score --model.")
 ]
 OutStructures = Annotated[Path, typer.Option("--out", help="Output structures (.extxyz or .xyz).")]
 STRUCTURE_OUTPUTS = (".xyz", ".extxyz")  # unlabelled candidates
@@ -156,7 +156,7 @@ def cago(
 @guard
 def explore(
     structures: Annotated[list[Path], typer.Argument(help="Starting structures.")],
-    calculator: Annotated[str, typer.Option("--calculator", help="ACE potential file or member spec driving the MD.")],
+    model: Annotated[str, typer.Option("--model", help="The model driving the MD: an ACE potential file or a model as for score --model.")],
     out: OutStructures,
     ensemble: Annotated[str, typer.Option("--ensemble", help="nvt (Langevin) or npt (Berendsen).")] = "nvt",
     temperature: Annotated[list[float] | None, typer.Option("--temperature", help="K; repeat for a schedule.")] = None,
@@ -179,13 +179,13 @@ def explore(
     settings = validated(MDSettings, {"temperatures": "--temperature", "pressures": "--pressure", "snapshot_every": "--every"},
                          ensemble=ensemble, temperatures=temperature or [300.0], pressures=pressure or [0.0],
                          steps=steps, snapshot_every=every, timestep=timestep, seed=seed)
-    model = load_model(calculator, device)
+    driver = load_model(model, device)
     starts = read_many(structures)
     snapshots, runs = [], []
     with progress_bar() as progress:
         task = progress.add_task("MD", total=len(starts))
         for index, atoms in enumerate(starts):
-            result = run_md(atoms, model, settings)
+            result = run_md(atoms, driver, settings)
             for snapshot in result.snapshots:
                 snapshot.info["md_start"] = index
             snapshots += result.snapshots

@@ -39,13 +39,44 @@ ERROR_KINDS = {EXIT_PARTIAL: "partial", EXIT_BAD_INPUT: "bad_input", EXIT_LOOP_F
                EXIT_INTERNAL: "internal"}
 
 
+# Earlier spellings of options, per command, still accepted (and not shown in --help): a model
+# is a --model everywhere, a count of fitted members is --n-members.
+OLD_SPELLINGS = {
+    "score": {"--member": "--model"},
+    "measure-rmse": {"--member": "--model"},
+    "label": {"--labeller": "--model"},
+    "select": {"--committee": "--model"},
+    "calibrate": {"--committee": "--model"},
+    "cago": {"--committee": "--model"},
+    "explore": {"--calculator": "--model"},
+    "gamma": {"--potential": "--model"},
+    "fit": {"--ensemble": "--n-members"},
+}
+
+
+def with_current_spellings(args: list[str], commands: Any) -> list[str]:
+    """``args`` with the command's earlier option spellings (OLD_SPELLINGS) replaced by the current ones."""
+    command = next((arg for arg in args if arg in commands), None)
+    renames = OLD_SPELLINGS.get(command or "", {})
+    current, after_command = [], False
+    for arg in args:
+        if arg == "--":
+            renames = {}
+        name, equals, value = arg.partition("=")
+        if after_command and name in renames:
+            arg = renames[name] + equals + value
+        after_command = after_command or arg == command
+        current.append(arg)
+    return current
+
+
 class _CommandGroup(TyperGroup):
     """The command group: with ``--json`` anywhere, a usage error (unknown option, a value out of
     range) prints its JSON error object too, before click's message and exit 2."""
 
     def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
         ctx.meta["uq_flows_json"] = "--json" in args
-        return super().parse_args(ctx, args)
+        return super().parse_args(ctx, with_current_spellings(args, self.commands))
 
     def invoke(self, ctx: typer.Context) -> Any:
         try:

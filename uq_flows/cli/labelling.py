@@ -27,8 +27,8 @@ from uq_flows.cli.common import (
 @guard
 def label(
     files: Annotated[list[Path], typer.Argument(help="Structure files or folders to label.")],
-    labeller: Annotated[str, typer.Option("--labeller", help="cp2k, vasp, or a member / ASE calculator (as for --member).")],
-    forces_from: Annotated[str | None, typer.Option("--forces-from", help="Teacher labels: take forces from this member instead.")] = None,
+    labeller: Annotated[str, typer.Option("--model", help="cp2k or vasp (DFT labels), or a model as for score --model (teacher labels).")],
+    forces_from: Annotated[str | None, typer.Option("--forces-from", help="Teacher labels: take forces from this model instead.")] = None,
     kpoints: Annotated[tuple[int, int, int] | None, typer.Option("--kpoints", help="DFT k-point mesh N1 N2 N3, each ≥ 1 (default: Γ-centred, spacing 2π × 0.03 Å⁻¹).")] = None,
     workdir: Annotated[Path | None, typer.Option("--workdir", help="Keep DFT run folders here (default: a temporary folder).")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Labelled structures: extxyz or pacemaker pickle.")] = None,

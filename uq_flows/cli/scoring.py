@@ -40,7 +40,7 @@ from uq_flows.screening import HARD_MIN_DISTANCE, check_min_distance
 @guard
 def score(
     files: Annotated[list[Path], typer.Argument(help="Structure files or folders (extxyz, pacemaker pickle, POSCAR/CIF).")],
-    member: Annotated[list[str], typer.Option("--member", help="Ensemble member (repeat): a built-in name, mace:PATH, ase:module:Class, or NAME=SPEC.")],
+    model: Annotated[list[str], typer.Option("--model", help="Ensemble member (repeat): a built-in name, mace:PATH, ase:module:Class, or NAME=SPEC.")],
     weights: WeightsOption = "auto",
     variant: VariantOption = 1,
     out: Annotated[Path | None, typer.Option("--out", help="Write the scored structures (.json, .xyz or .extxyz) with U and status.")] = None,
@@ -61,9 +61,9 @@ def score(
     check_min_distance(min_distance)
     if predictions is not None and predictions.exists() and not predictions.is_dir():
         fail(f"--predictions {predictions}: not a folder")
-    specs = [parse_member(text) for text in member]
+    specs = [parse_member(text) for text in model]
     if len(specs) < 2:
-        fail("an ensemble needs at least two --member")
+        fail("an ensemble needs at least two --model")
     structures = read_many(files)
     decimals = get_settings().structure_id_decimals
     for atoms in structures:
@@ -402,7 +402,7 @@ def mix(
 @guard
 def measure_rmse(
     reference: Annotated[list[Path], typer.Argument(help="Labelled reference structures (extxyz or pacemaker pickle).")],
-    member: Annotated[list[str], typer.Option("--member", help="Member to measure (repeat).")],
+    model: Annotated[list[str], typer.Option("--model", help="Model to measure (repeat), as for score --model.")],
     out: Annotated[Path, typer.Option("--out", help="RMSE file (.json) usable as --weights FILE.")],
     reference_energy: Annotated[str, typer.Option("--reference-energy", help="Reference energies are total or per-atom.")] = "total",
     device: DeviceOption = None,
@@ -418,7 +418,7 @@ def measure_rmse(
 
     energy_convention(reference_energy, "--reference-energy")
     check_out(out, (".json",))
-    specs = [parse_member(text) for text in member]
+    specs = [parse_member(text) for text in model]
     structures = read_many(reference)
     # members run on these structures, so predictions pair with them by construction; a structure
     # given twice (e.g. in two of the files) would count twice in the RMSE

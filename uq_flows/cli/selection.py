@@ -82,7 +82,7 @@ def _read_features(path: Path):
 @guard
 def select(
     candidates: Annotated[list[Path] | None, typer.Argument(help="Candidate structures: files or folders (extxyz, pacemaker pickle, POSCAR/CIF).")] = None,
-    committee: Annotated[list[str] | None, typer.Option("--committee", help="QBC committee member (repeat, ≥ 2): a uMLIP member as for --member, or an ACE potential [NAME=]PATH.yaml|.yace.")] = None,
+    committee: Annotated[list[str] | None, typer.Option("--model", help="QBC committee member (repeat, ≥ 2): a model as for score --model, or an ACE potential [NAME=]PATH.yaml|.yace.")] = None,
     no_qbc: Annotated[bool, typer.Option("--no-qbc", help="Skip query by committee: DIRECT on every candidate.")] = False,
     descriptor: Annotated[str | None, typer.Option("--descriptor", help="Structure descriptor: chgnet-0.3.0 (default), sevennet-0-11jul2024, other CHGNet/SevenNet members, or ace:PATH.yaml.")] = None,
     features: Annotated[Path | None, typer.Option("--features", help="Precomputed descriptors: .npy of shape (n_structures, n_features), rows in candidate order; QBC is skipped.")] = None,
@@ -122,11 +122,11 @@ def select(
     if not candidates and features is None:
         fail("no candidates: give candidate structure files, --features FILE.npy, or both")
     if features is not None and committee:
-        fail("--features skips QBC: drop --committee, or drop --features to describe the QBC-selected structures")
+        fail("--features skips QBC: drop --model, or drop --features to describe the QBC-selected structures")
     if no_qbc and committee:
-        fail("--no-qbc and --committee contradict each other")
+        fail("--no-qbc and --model (a QBC committee) contradict each other")
     if features is None and not no_qbc and not committee:
-        fail("query by committee needs --committee (at least two members); or give --no-qbc")
+        fail("query by committee needs a committee: --model at least twice; or give --no-qbc")
     if mode not in MODES:
         fail(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
     if birch_threshold is not None and not (birch_threshold > 0 and math.isfinite(birch_threshold)):

@@ -345,7 +345,7 @@ def dft_label_flow(maker: Maker, structures: list[StructureRecord], name: str = 
 
 
 def run_vasp_locally(structures, ids, folder: Path, kpoints=None) -> list[Label]:
-    """VASP labels of ``structures`` run in-process (``uq-flows label --labeller vasp``)."""
+    """VASP labels of ``structures`` run in-process (``uq-flows label --model vasp``)."""
     import shlex
     import shutil
 
