@@ -13,6 +13,7 @@ from uq_flows.selection.committee import (
     parse_committee,
     parse_committee_member,
 )
+from uq_flows.selection.direct import DirectConfig
 from uq_flows.selection.pipeline import select_candidates
 from uq_flows.selection.qbc import QBCConfig, select_from_predictions
 
@@ -74,6 +75,20 @@ def test_pipeline_without_disagreement_selects_nothing(ace_files):
     result = select_candidates(small_cells(4), committee=[str(ace_files["a"]), str(ace_files["b"])], cache=False)
     assert result.selected.tolist() == [] and result.direct is None
     assert "QBC selected no candidate" in result.notes[0]
+
+
+def test_more_clusters_than_candidates_is_refused_before_qbc_and_capped_after(ace_files, monkeypatch):
+    import uq_flows.selection.pipeline as pipeline
+
+    committee = [str(ace_files["a"]), str(ace_files["c"])]
+    with monkeypatch.context() as patched:
+        patched.setattr(pipeline, "committee_predictions", lambda *a, **k: pytest.fail("the committee ran"))
+        with pytest.raises(InputError, match="9 clusters requested for only 8 candidates"):
+            select_candidates(small_cells(8), committee=committee, direct_config=DirectConfig(n_clusters=9))
+    rows = np.repeat(np.random.default_rng(0).normal(size=(3, 4)), 2, axis=0)  # 6 candidates, 3 distinct
+    result = select_candidates(None, features=rows, direct_config=DirectConfig(n_clusters=5))
+    assert len(result.selected) == 3 and len({tuple(rows[j]) for j in result.selected}) == 3
+    assert "6 of 6 candidates left after QBC and the descriptor (3 distinct)" in result.notes[0]
 
 
 def test_features_and_structures_must_align():

@@ -7,7 +7,7 @@ order of the candidates.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -102,6 +102,8 @@ def select_candidates(
     n = len(structures) if structures is not None else len(features)
     if n == 0:
         raise InputError("no candidates: the candidate set is empty")
+    if direct_config.n_clusters is not None and direct_config.n_clusters > n:  # before any model runs
+        raise InputError(f"{direct_config.n_clusters} clusters requested for only {n} candidates")
     notes: list[str] = []
     failed: list[dict[str, Any]] = []
     n_sites = np.array([len(a) for a in structures]) if structures is not None else None
@@ -144,6 +146,11 @@ def select_candidates(
         if len(described) == 0:
             notes.append("the descriptor failed on every candidate left")
             return result
+    distinct = len(np.unique(rows, axis=0))
+    if direct_config.n_clusters is not None and direct_config.n_clusters > distinct:
+        notes.append(f"{len(described)} of {n} candidates left after QBC and the descriptor ({distinct} distinct), "
+                     f"fewer than the {direct_config.n_clusters} clusters requested: one cluster each")
+        direct_config = replace(direct_config, n_clusters=distinct)
     direct = direct_sample(rows, direct_config, None if n_sites is None else n_sites[described])
     result.direct = direct
     result.described = described
