@@ -22,6 +22,13 @@ ASSEMBLE = "assemble"  # DistilledDataset
 RECORD = "record iteration"  # IterationRecord: the iteration written into the campaign database
 ITERATION = "iteration"  # the job that becomes one iteration's flow
 LOOP_STATE = "loop state"  # IterationSummary
+# the long stages between them, tagged so progress lines show them
+ACE_FIT = "ace fit"  # one ACE member fitted
+MD_EXPLORE = "md explore"
+CALIBRATE = "calibrate"  # the committee's σ calibration
+CAGO = "cago"
+QBC = "qbc"  # the committee's verdicts (its prediction jobs are not member predictions of the score)
+DIRECT = "direct"
 
 
 def set_category(job, category: str | None):

@@ -235,8 +235,10 @@ def member_folder(out: str | Path, index: int, ensemble_size: int) -> Path:
 
 
 def fit_ace(training: TrainingSet, options: AceFitOptions, out: str | Path, test: TrainingSet | None = None,
-            log: Callable[[str], None] = lambda message: None) -> AceFitResult:
-    """Fit ``options.ensemble_size`` potentials into ``out`` and write ``out/fit.json``."""
+            log: Callable[[str], None] = lambda message: None,
+            progress: Callable[[int], None] = lambda members_done: None) -> AceFitResult:
+    """Fit ``options.ensemble_size`` potentials into ``out`` and write ``out/fit.json``; ``log`` gets
+    each step's message, ``progress`` the number of members fitted so far."""
     if not options.linear:
         from uq_flows.ace.pacemaker import pacemaker_command
 
@@ -261,6 +263,7 @@ def fit_ace(training: TrainingSet, options: AceFitOptions, out: str | Path, test
         members.append(member)
         train_preds.append(train_pred)
         test_preds.append(test_pred)
+        progress(index + 1)
     result = combine_members(members, train_preds, test_preds, training, test, options, reference, elements,
                              functions, out)
     write_summary(result)

@@ -42,7 +42,7 @@ from uq_flows.ace.local import LocalActiveSet, local_extrapolation_grades
 from uq_flows.ace.potential import AceCalculator
 from uq_flows.campaign import Campaign, LabelledSet
 from uq_flows.errors import InputError
-from uq_flows.stages import set_category
+from uq_flows.stages import ACE_FIT, set_category, tag_stage
 from uq_flows.records import StructureRecord
 from uq_flows.settings import get_settings
 
@@ -214,7 +214,7 @@ class AceFitMaker(Maker):
             member = fit_ace_member(structures, dataset, self.options, index, test_structures, test_dataset,
                                     self.workdir)
             member.name = f"{self.name} member {index + 1}/{self.options.ensemble_size}"
-            jobs.append(set_category(member, self.category))
+            jobs.append(set_category(tag_stage(member, ACE_FIT), self.category))
         collect = collect_ace_fit([j.output for j in jobs], structures, dataset, self.options, test_structures,
                                   test_dataset)
         collect.name = f"{self.name} collect"

@@ -13,7 +13,7 @@ from uq_flows.cago.calibration import PowerLawCalibration
 from uq_flows.cago.committee import committee_errors, committee_identity, load_committee
 from uq_flows.cago.filters import DEFAULT_MAX_COMMITTEE_FORCE
 from uq_flows.cago.optimizer import CagoSettings
-from uq_flows.stages import set_category
+from uq_flows.stages import CAGO, CALIBRATE, set_category, tag_stage
 from uq_flows.labeling.assembly import DistilledDataset
 from uq_flows.labeling.labels import Label
 from uq_flows.screening import DEFAULT_MIN_DISTANCE
@@ -52,7 +52,7 @@ class CalibrationMaker(Maker):
     def make(self, structures, dataset, committee: list[str]) -> Job:
         new_job = calibrate_job(structures, dataset, committee)
         new_job.name = self.name
-        return set_category(new_job, self.category)
+        return set_category(tag_stage(new_job, CALIBRATE), self.category)
 
 
 class SeedOutcome(BaseModel):
@@ -106,4 +106,4 @@ class CagoMaker(Maker):
     def make(self, seeds, committee: list[str], calibration=None) -> Job:
         new_job = cago_job(seeds, committee, calibration, self.settings, self.max_committee_force, self.min_distance)
         new_job.name = self.name
-        return set_category(new_job, self.category)
+        return set_category(tag_stage(new_job, CAGO), self.category)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from uq_flows.cli.common import JsonOption, app, emit, err, fail, fmt, guard, need
+from uq_flows.cli.common import JsonOption, app, emit, err, fail, fmt, guard, need, progress_bar
+
+logger = logging.getLogger(__name__)
 
 BACKENDS = ("pacemaker", "linear")
 CLUSTERING = ("labels", "kmeans", "birch")
@@ -61,7 +64,15 @@ def fit(
     testing = read_training_set([test]) if test is not None else None
     err.print(f"{len(training)} training structures ({', '.join(training.elements)}), "
               f"{len(testing) if testing else 0} test structures; backend {backend}", highlight=False)
-    result = fit_ace(training, options, out, testing, log=lambda message: err.print(message, highlight=False))
+    with progress_bar() as bar:
+        task = bar.add_task("ACE members", total=n_members)
+
+        def log(message: str) -> None:
+            logger.info(message)
+            bar.update(task, description=message)
+
+        result = fit_ace(training, options, out, testing, log=log,
+                         progress=lambda done: bar.update(task, completed=done))
     payload: dict[str, Any] = {
         "backend": backend,
         "potential": result.potential,

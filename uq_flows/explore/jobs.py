@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from uq_flows.cago.committee import load_model
 from uq_flows.explore.generators import GENERATORS, starting_set
 from uq_flows.explore.md import MDSettings, run_md
-from uq_flows.stages import set_category
+from uq_flows.stages import MD_EXPLORE, set_category, tag_stage
 from uq_flows.records import StructureRecord
 
 
@@ -51,7 +51,7 @@ class MDExploreMaker(Maker):
     def make(self, starts: list[StructureRecord], calculator: str | None = None) -> Job:
         new_job = md_job(starts, calculator or self.calculator, self.settings)
         new_job.name = self.name
-        return set_category(new_job, self.category)
+        return set_category(tag_stage(new_job, MD_EXPLORE), self.category)
 
 
 @job

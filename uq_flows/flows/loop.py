@@ -516,8 +516,8 @@ def first_records(records: list | None, n: int) -> list:
 
 
 def _tagged(flow: Flow, config: LoopConfig, iteration: int) -> Flow:
-    flow.update_metadata({LOOP_KEY: config.name}, dynamic=True)  # every job the loop ever creates
-    flow.update_metadata({"iteration": iteration}, dynamic=False)  # later iterations carry their own
+    # every job the iteration creates, at run time too (the next iteration is a workflow of its own)
+    flow.update_metadata({LOOP_KEY: config.name, "iteration": iteration}, dynamic=True)
     return flow
 
 

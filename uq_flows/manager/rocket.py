@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from fireworks import LaunchPad
 
 _RUNNABLE = ("READY", "RUNNING", "RESERVED")
+LONG_JOB_SECONDS = 5.0  # progress lines for each of a stage's jobs that run this long (DFT, fits)
 
 
 UNCATEGORISED_QUEUE = "cpu"
@@ -131,10 +132,12 @@ def _log_stream(path: Path | str) -> TextIO:
 
 
 def stage_line(lp: LaunchPad, worker: str, elapsed: float) -> str | None:
-    """What a user sees of the rocket ``worker`` just ran: a line for a finished stage job
-    (tagged ``uq_flows_stage``) or a failed job, None for the many chunk jobs between them."""
+    """What a user sees of the rocket ``worker`` just ran: a line for a failed job, and for a
+    finished stage job (tagged ``uq_flows_stage``) with how many of its stage in its loop and
+    iteration are done (``dft label 3/5``). A stage of many jobs shows its last one, and of
+    long jobs (``LONG_JOB_SECONDS``) about ten. None for the untagged jobs between stages."""
     from uq_flows.manager.status import fizzle_reason
-    from uq_flows.stages import LOOP_KEY, STAGE_KEY
+    from uq_flows.stages import ITERATION, LOOP_KEY, STAGE_KEY
 
     launch = lp.launches.find_one({"fworker.name": worker}, {"fw_id": 1, "state": 1, "runtime_secs": 1},
                                   sort=[("launch_id", -1)])
@@ -142,15 +145,29 @@ def stage_line(lp: LaunchPad, worker: str, elapsed: float) -> str | None:
         return None
     fw = lp.fireworks.find_one({"fw_id": launch["fw_id"]}, {"fw_id": 1, "name": 1, "state": 1, "launches": 1,
                                                             "spec._tasks": 1})
-    metadata = ((((fw or {}).get("spec") or {}).get("_tasks") or [{}])[0].get("job") or {}).get("metadata") or {}
+    job = (((fw or {}).get("spec") or {}).get("_tasks") or [{}])[0].get("job") or {}
+    metadata = job.get("metadata") or {}
     where = " ".join(part for part in (metadata.get(LOOP_KEY), None if metadata.get("iteration") is None
                                        else f"iteration {metadata['iteration']}") if part)
     clock = f"[{elapsed:6.0f} s]"
     if launch["state"] == "FIZZLED":
         return f"{clock} {where}: job {fw['fw_id']} {fw['name']} failed: {fizzle_reason(lp, fw)}"
-    if launch["state"] == "COMPLETED" and metadata.get(STAGE_KEY):
-        return f"{clock} {where}: {metadata[STAGE_KEY]} done ({launch.get('runtime_secs') or 0:.1f} s)"
-    return None
+    stored_inputs = (job.get("function") or {}).get("@callable") == "store_inputs"  # jobflow's, tagged like its job
+    if launch["state"] != "COMPLETED" or not metadata.get(STAGE_KEY) or stored_inputs:
+        return None
+    if metadata[STAGE_KEY] == ITERATION:  # it only builds the iteration's jobs
+        return f"{clock} {where}: started"
+    runtime = f"({launch.get('runtime_secs') or 0:.1f} s)"
+    prefix = "spec._tasks.0.job.metadata."
+    same = {prefix + key: metadata.get(key) for key in (STAGE_KEY, LOOP_KEY, "iteration")}
+    same["spec._tasks.0.job.function.@callable"] = {"$ne": "store_inputs"}
+    total = lp.fireworks.count_documents(same)
+    if total <= 1:
+        return f"{clock} {where}: {metadata[STAGE_KEY]} done {runtime}"
+    done = lp.fireworks.count_documents({**same, "state": "COMPLETED"})
+    if done < total and ((launch.get("runtime_secs") or 0) < LONG_JOB_SECONDS or done % -(-total // 10)):
+        return None
+    return f"{clock} {where}: {metadata[STAGE_KEY]} {done}/{total} done {runtime}"
 
 
 def active_count(lp: LaunchPad, fw_ids: list[int] | None = None) -> int:

@@ -25,7 +25,7 @@ from uq_flows.campaign import StructureSet, records_of, structure_ids
 from uq_flows.ensemble.members import MemberSpec, load_calculator, parse_member
 from uq_flows.ensemble.predict import MemberPredictions, predict_member
 from uq_flows.ensemble.scoring import concatenate_predictions
-from uq_flows.stages import set_category
+from uq_flows.stages import DIRECT, QBC, set_category, tag_stage
 from uq_flows.records import StructureRecord
 from uq_flows.selection.committee import ACE_FACTORY, member_version, parse_committee
 from uq_flows.selection.coverage import feature_coverage
@@ -370,7 +370,7 @@ class QBCMaker(Maker):
                       dict(self.config))
         combine.name = self.name
         combine.config.on_missing_references = OnMissing.NONE
-        jobs.append(set_category(combine, self.category))
+        jobs.append(set_category(tag_stage(combine, QBC), self.category))
         return Flow(jobs, output=combine.output, name=self.name)
 
 
@@ -413,7 +413,7 @@ class DirectMaker(Maker):
     def make(self, descriptors, n_candidates: int, candidate_ids=None, n_atoms=None, qbc_document=None) -> Job:
         new_job = direct(descriptors, n_candidates, self.config(), candidate_ids, n_atoms, qbc_document, self.n_bins)
         new_job.name = self.name
-        return set_category(new_job, self.category)
+        return set_category(tag_stage(new_job, DIRECT), self.category)
 
 
 @dataclass
