@@ -41,10 +41,13 @@ def test_run_status_results_with_consistent_counts(tmp_path):
     story = ran.stderr.splitlines()  # what the user sees: short, one line per stage, the log elsewhere
     assert len(story) <= 60 and not [line for line in story if " DEBUG " in line or " INFO " in line]
     assert any(line.endswith(")") and ": score done" in line for line in story)
-    assert len([line for line in story if "loop state done" in line]) == 2
-    log = (tmp_path / "uq-home" / "logs" / "uq-flows.log").read_text()
-    assert "Starting job" in log and "RUNNING fw_id" in log  # jobflow's and FireWorks' lines, in the log file
+    assert len([line for line in story if "loop state done" in line]) == 2 and len(set(story)) == len(story)
+    assert len([line for line in story if line.endswith("iteration 1: started")]) == 1
+    assert any("iteration 0: ace fit " in line for line in story)  # the long stages between score and loop state
     (loop,) = result["loops"]
+    log = (tmp_path / "uq-home" / "loops" / loop["id"] / "uq-flows.log").read_text()  # the loop folder's log
+    assert "Starting job" in log and "RUNNING fw_id" in log  # jobflow's and FireWorks' lines, in the log file
+    assert f"(log: {tmp_path / 'uq-home' / 'loops' / loop['id'] / 'uq-flows.log'})" in story[0]
     assert loop["id"] == result["loop"] and loop["state"] == "completed"
     first, second = loop["iterations"]
     assert (first["iteration"], second["iteration"]) == (0, 1) and second["converged"]

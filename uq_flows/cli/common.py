@@ -229,7 +229,7 @@ def _version(value: bool) -> None:
 @app.callback()
 def main(
     verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Tracebacks of internal errors, INFO log lines on the terminal.")] = False,
-    log_file: Annotated[Path | None, typer.Option("--log-file", help="Full log (FireWorks, jobflow, pyace); default $UQ_FLOWS_HOME/logs/uq-flows.log.")] = None,
+    log_file: Annotated[Path | None, typer.Option("--log-file", help="Full log (FireWorks, jobflow, pyace); default: the loop folder's for run, else $UQ_FLOWS_HOME/logs/uq-flows.log.")] = None,
     log_level: Annotated[str, typer.Option("--log-level", help="Level of the log file: DEBUG, INFO, WARNING.")] = "INFO",
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")] = False,
 ) -> None:
@@ -238,7 +238,8 @@ def main(
 
     if log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         fail(f"--log-level {log_level}: use DEBUG, INFO, WARNING or ERROR")
-    _RUN.update(json=False, emitted=False, verbose=verbose, stdout=None)
+    _RUN.update(json=False, emitted=False, verbose=verbose, stdout=None, log_given=log_file is not None,
+                log_level=log_level.upper())
     _RUN["log_file"] = configure_logging(log_file, log_level.upper(), verbose)
 
 
@@ -261,6 +262,16 @@ def use_databases(launchpad: Path | None, jobstore: Path | None) -> None:
 
 def log_file_path() -> Path | None:
     """This invocation's log file (``--log-file``, else ``$UQ_FLOWS_HOME/logs/uq-flows.log``)."""
+    return _RUN["log_file"]
+
+
+def log_to_folder(folder: Path) -> Path | None:
+    """Send the rest of this invocation's log to ``folder/uq-flows.log`` (a loop's folder), unless
+    ``--log-file`` named one; returns the log file in use."""
+    from uq_flows.cli.logs import LOG_NAME, configure_logging
+
+    if not _RUN.get("log_given"):
+        _RUN["log_file"] = configure_logging(folder / LOG_NAME, _RUN.get("log_level", "INFO"), _RUN["verbose"])
     return _RUN["log_file"]
 
 

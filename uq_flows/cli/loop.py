@@ -22,7 +22,7 @@ from uq_flows.cli.common import (
     fail,
     fmt,
     guard,
-    log_file_path,
+    log_to_folder,
     quiet_stdout,
     use_databases,
 )
@@ -85,6 +85,7 @@ def _launch_folder(config) -> Path:
 @guard
 def run(config: ConfigArgument, as_json: JsonOption = False) -> None:
     """Run a whole loop here, on the embedded database (no server), rockets in-process."""
+    from uq_flows.flows.loop import loop_folder
     from uq_flows.manager.doctor import preflight
     from uq_flows.manager.launchpad import close_launchpad
     from uq_flows.manager.results import loop_overview
@@ -94,7 +95,7 @@ def run(config: ConfigArgument, as_json: JsonOption = False) -> None:
     with quiet_stdout():
         _, lp, store = preflight(executables=loop_config.required_executables())
         submission = _submit(loop_config, candidates, lp)
-        log_file = log_file_path()
+        log_file = log_to_folder(loop_folder(loop_config))
         err.print(f"loop {loop_config.name}: {len(candidates)} candidates, running on this machine"
                   + (f" (log: {log_file})" if log_file else ""), highlight=False)
         try:

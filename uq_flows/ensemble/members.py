@@ -30,12 +30,14 @@ from uq_flows.settings import get_settings
 
 logger = logging.getLogger(__name__)
 
-KINDS = ("chgnet", "sevennet", "mace", "ase")
+KINDS = ("chgnet", "sevennet", "mace", "ase", "precomputed")
 FUNCTIONALS = ("PBE", "r2SCAN")
 _PACKAGE = {"chgnet": "chgnet", "sevennet": "sevenn", "mace": "mace-torch"}
+ENERGY_CONVENTIONS = {"precomputed": "total", "precomputed-per-atom": "per-atom"}  # stored predictions' energies
 _FORMS = (
     "a built-in name, 'mace:PATH' (a MACE model file), "
     "'ase:package.module:Attr' (an ASE Calculator class or zero-argument factory), "
+    "'precomputed:PATH' or 'precomputed-per-atom:PATH' (stored predictions, total or per-atom energies), "
     "or 'NAME=SPEC' to name any of these"
 )
 
@@ -45,7 +47,8 @@ class MemberSpec:
     """One ensemble member: what to load and how it is called in files and reports.
 
     ``model`` is the CHGNet model name, the SevenNet model key (or checkpoint path), the
-    MACE model file, or the ``module.path:Attr`` import path of an ASE calculator.
+    MACE model file, the ``module.path:Attr`` import path of an ASE calculator, or the file
+    of stored predictions (kind "precomputed", ``kwargs`` energy: total or per-atom).
     ``kwargs`` are extra constructor arguments (kinds "ase" and "mace"); a dict is accepted
     and stored as sorted pairs so the spec stays hashable.
     """
@@ -85,6 +88,9 @@ class MemberSpec:
         if self.kind == "ase":
             module = self.model.split(":", 1)[0]
             return f"{_module_version(module)} / {self.model}"
+        if self.kind == "precomputed":
+            digest = file_digest(self.model)
+            return f"precomputed {Path(self.model).name}" + (f" (sha256 {digest})" if digest else "")
         package = _PACKAGE[self.kind]
         try:
             text = f"{package} {metadata.version(package)} / {self.model}"
@@ -167,6 +173,13 @@ def _parse_unnamed(text: str) -> MemberSpec:
         return MemberSpec(text, "mace", str(path.resolve()), None)
     if prefix == "ase" and rest:
         return MemberSpec(text, "ase", rest, None)
+    if prefix in ENERGY_CONVENTIONS and rest:
+        path = Path(rest).expanduser()
+        if not path.exists():
+            raise MemberError(f"member {text}: stored predictions {path} do not exist")
+        # unnamed, it is called by its file's name (no paths in job names)
+        return MemberSpec(path.name.split(".")[0] or text, "precomputed", str(path.resolve()), None,
+                          {"energy": ENERGY_CONVENTIONS[prefix]})
     raise MemberError(
         f"unknown member {text!r}; built-in members: {', '.join(BUILTIN_MEMBERS)}; "
         f"or give {_FORMS}"
@@ -195,7 +208,8 @@ def load_calculator(spec: MemberSpec, device: str | None = None) -> BaseCalculat
     key = (spec.kind, spec.model, repr(spec.kwargs), device if spec.kind != "ase" else None)
     calculator = _CACHE.get(key)
     if calculator is None:
-        loader = {"chgnet": _load_chgnet, "sevennet": _load_sevennet, "mace": _load_mace, "ase": _load_ase}
+        loader = {"chgnet": _load_chgnet, "sevennet": _load_sevennet, "mace": _load_mace, "ase": _load_ase,
+                  "precomputed": _load_precomputed}
         try:
             # the packages print banners ("CHGNet will run on cpu"); keep stdout clean for --json
             with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
@@ -276,6 +290,22 @@ def _load_ase(spec: MemberSpec, device: str) -> BaseCalculator:
 
 
 # --------------------------------------------------------------------------- coverage
+
+
+def _load_precomputed(spec: MemberSpec, device: str) -> BaseCalculator:
+    from uq_flows.ensemble.stored import StoredPredictions
+
+    return StoredPredictions(spec.model, spec.kwargs_dict()["energy"], get_settings().structure_id_decimals)
+
+
+def with_base_folder(text: str, base: Path) -> str:
+    """A member spec with its file path (``mace:``, ``precomputed:``, ``precomputed-per-atom:``)
+    made absolute against ``base`` (the folder of the config file that names it)."""
+    name, equals, rest = text.partition("=") if "=" in text.split(":", 1)[0] else ("", "", text)
+    prefix, colon, path = rest.partition(":")
+    if not colon or prefix.lower() not in ("mace", *ENERGY_CONVENTIONS) or Path(path).expanduser().is_absolute():
+        return text
+    return f"{name}{equals}{prefix}:{base / path}"
 
 
 def supported_numbers(spec: MemberSpec, calculator: BaseCalculator) -> frozenset[int] | None:

@@ -22,6 +22,7 @@ from ase.calculators.calculator import BaseCalculator
 from ase.data import chemical_symbols
 
 from uq_flows.ensemble.members import MemberSpec, load_calculator, supported_numbers
+from uq_flows.ensemble.stored import MissingPrediction
 from uq_flows.errors import InputError
 from uq_flows.screening import (
     HARD_MIN_DISTANCE,
@@ -35,7 +36,7 @@ from uq_flows.settings import get_settings
 logger = logging.getLogger(__name__)
 
 STRUCTURE_STATUSES = ("invalid", "rejected")  # the structure's fault, not a member's
-STATUSES = ("ok", "unsupported_element", "non_finite", "error", *STRUCTURE_STATUSES)
+STATUSES = ("ok", "unsupported_element", "non_finite", "error", "missing_prediction", *STRUCTURE_STATUSES)
 _MAX_REASON = 1000
 
 
@@ -289,6 +290,8 @@ def _predict_one(
         forces = np.array(work.get_forces(), dtype=float)
         if forces.shape != (len(work), 3):
             return _Result("error", f"forces of shape {forces.shape} for {len(work)} atoms")
+    except MissingPrediction as exc:  # a stored-predictions member that never saw this structure
+        return _Result("missing_prediction", str(exc))
     except Exception as exc:  # any member failure is data, not a crash of the batch
         logger.debug("%s failed on a structure", spec.name, exc_info=True)
         return _Result("error", _exception_text(exc))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from pathlib import Path
 from typing import Literal
@@ -33,18 +34,35 @@ class GenerateConfig(_Strict):
 
 
 class DftConfig(_Strict):
-    """Who labels high-U structures: CP2K, VASP (atomate2), or a stand-in ASE calculator."""
+    """Who labels high-U structures: CP2K, VASP (atomate2), a stand-in ASE calculator, or the
+    stored labels of an existing dataset (a replay)."""
 
-    labeller: Literal["cp2k", "vasp", "calculator"] = "cp2k"
+    labeller: Literal["cp2k", "vasp", "calculator", "dataset"] = "cp2k"
     cp2k: Cp2kSettings = Field(default_factory=Cp2kSettings)
     incar_overrides: dict = Field(default_factory=dict)
     calculator: str = Field("emt=ase:ase.calculators.emt:EMT", description="Stand-in reference (labeller: calculator).")
     fallback_calculator: str | None = Field(
         None, description="If the labeller is cp2k and CP2K is not installed: use this calculator instead, loudly."
     )
+    dataset: Path | None = Field(None, description="labeller dataset: labelled structures (any format the package "
+                                                   "reads) whose labels replay DFT, found by uq_id, else by content.")
+    energy: Literal["total", "per-atom"] = Field("total", description="labeller dataset: how its energies are stored.")
     min_success_fraction: float = Field(0.8, ge=0, le=1)
     batch_size: int = Field(1, ge=1, description="Structures per DFT job (small cells: fewer fireworks; CP2K and "
                                                  "calculator labellers; VASP runs one job per structure).")
+
+
+    @model_validator(mode="after")
+    def _dataset_given(self) -> DftConfig:
+        if self.labeller == "dataset" and self.dataset is None:
+            raise ValueError("labeller dataset needs dataset: PATH (the labelled structures to replay)")
+        return self
+
+    def reference_model(self) -> str | None:
+        """The model spec that labels in place of DFT: the stand-in calculator, or the dataset's stored labels."""
+        if self.labeller == "dataset":
+            return f"dataset={'precomputed' if self.energy == 'total' else 'precomputed-per-atom'}:{self.dataset}"
+        return self.calculator if self.labeller == "calculator" else None
 
 
 class TeacherConfig(_Strict):
@@ -103,6 +121,9 @@ class LoopConfig(_Strict):
     generate: GenerateConfig | None = Field(default_factory=GenerateConfig)
     members: list[str] = Field(min_length=2)
     weights: str = "auto"
+    top_n: int | None = Field(
+        None, ge=2, description="Score with the N members of lowest force RMSE (paper 001, Fig. 2a; as evaluate "
+                                "--top-n): needs RMSE weights, the paper's table or an RMSE file (measure-rmse).")
     uc: float = Field(1.0, ge=0)
     target_force_rmse: float | None = Field(
         None, gt=0, description="eV/Å: choose U_c each iteration as the largest whose teacher forces reach this RMSE "
@@ -127,6 +148,21 @@ class LoopConfig(_Strict):
     workdir: Path | None = Field(None, description="Shared folder for potential files (default: home/loops/NAME).")
 
     @model_validator(mode="after")
+    def _teacher_by_member_name(self) -> LoopConfig:
+        """``teacher: {energy_from: NAME}`` names a member: the teacher is that member's spec."""
+        from uq_flows.ensemble.members import parse_member
+        from uq_flows.errors import MemberError
+
+        by_name = {}
+        for text in self.members:
+            with contextlib.suppress(MemberError):  # a bad member is reported by _models_are_known
+                by_name[parse_member(text).name] = text
+        self.teacher = self.teacher.model_copy(update={
+            key: by_name.get(value, value) for key in ("energy_from", "forces_from")
+            if (value := getattr(self.teacher, key)) is not None})
+        return self
+
+    @model_validator(mode="after")
     def _models_are_known(self) -> LoopConfig:
         """Every member, the teacher and the stand-in labellers parse, before any loop is created."""
         from uq_flows.ensemble.members import parse_member
@@ -134,7 +170,7 @@ class LoopConfig(_Strict):
 
         models = {f"members[{k}]": m for k, m in enumerate(self.members)}
         models.update({"teacher.energy_from": self.teacher.energy_from, "teacher.forces_from": self.teacher.forces_from,
-                       "dft.calculator": self.dft.calculator if self.dft.labeller == "calculator" else None,
+                       "dft.calculator" if self.dft.labeller != "dataset" else "dft.dataset": self.dft.reference_model(),
                        "dft.fallback_calculator": self.dft.fallback_calculator})
         for where, text in models.items():
             if text is None:
@@ -146,7 +182,27 @@ class LoopConfig(_Strict):
         names = [parse_member(m).name for m in self.members]
         if len(set(names)) < len(names):
             raise ValueError(f"members: a name is given twice ({', '.join(names)})")
+        if self.top_n is not None:
+            self.members = self._top_members(names)
         return self
+
+    def _top_members(self, names: list[str]) -> list[str]:
+        """The ``top_n`` members of lowest force RMSE under ``weights`` (idempotent: a stored
+        config that already holds them keeps them)."""
+        from uq_flows.ensemble.scoring import resolve_weights
+        from uq_flows.uncertainty import top_n_members
+
+        if self.top_n > len(names):
+            raise ValueError(f"top_n ({self.top_n}) exceeds the {len(names)} members")
+        try:
+            rmse = resolve_weights(names, "paper" if self.weights == "auto" else self.weights).rmse
+        except InputError as error:
+            raise ValueError(f"top_n ranks members by force RMSE: {error}") from None
+        if rmse is None:
+            raise ValueError("top_n ranks members by force RMSE: give weights as the paper's table or an RMSE file, "
+                             "not equal")
+        keep = set(top_n_members(rmse, self.top_n))
+        return [text for text, name in zip(self.members, names) if name in keep]
 
     @model_validator(mode="after")
     def _has_candidates(self) -> LoopConfig:
@@ -187,6 +243,29 @@ class LoopConfig(_Strict):
         return needed + (["pacemaker"] if not self.fit.linear else [])
 
 
+def with_files_from(data: dict, base: Path) -> dict:
+    """The config mapping with the files its models name (``mace:``, ``precomputed:``) and an RMSE
+    weights file made absolute against ``base``, the config file's folder (as ``structures``)."""
+    from uq_flows.ensemble.members import with_base_folder
+
+    def model(text):
+        return with_base_folder(text, base) if isinstance(text, str) else text
+
+    data = dict(data)
+    if isinstance(data.get("members"), list):
+        data["members"] = [model(text) for text in data["members"]]
+    for section, keys in (("teacher", ("energy_from", "forces_from")), ("dft", ("calculator", "fallback_calculator"))):
+        if isinstance(data.get(section), dict):
+            data[section] = {key: model(value) if key in keys else value for key, value in data[section].items()}
+    dataset = (data.get("dft") or {}).get("dataset") if isinstance(data.get("dft"), dict) else None
+    if isinstance(dataset, str) and not Path(dataset).expanduser().is_absolute():
+        data["dft"] = {**data["dft"], "dataset": str(base / dataset)}
+    weights = data.get("weights")
+    if isinstance(weights, str) and weights not in ("auto", "paper", "equal") and not Path(weights).is_absolute():
+        data["weights"] = str(base / weights)
+    return data
+
+
 def load_config(path: str | Path) -> LoopConfig:
     """The loop configuration in ``path``; a clear InputError for anything wrong with it."""
     path = Path(path)
@@ -198,10 +277,11 @@ def load_config(path: str | Path) -> LoopConfig:
         raise InputError(f"config {path} is not valid YAML: {error}") from error
     if not isinstance(data, dict):
         raise InputError(f"config {path} must be a mapping of settings")
+    base = path.resolve().parent
+    data = with_files_from(data, base)
     try:
         config = LoopConfig.model_validate(data)
     except ValidationError as error:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']}" for e in error.errors())
         raise InputError(f"config {path}: {problems}") from error
-    base = path.resolve().parent
     return config.model_copy(update={"structures": [p if p.is_absolute() else base / p for p in config.structures]})

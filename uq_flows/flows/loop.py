@@ -139,6 +139,8 @@ def dft_maker(config: LoopConfig):
         return Cp2kLabelMaker(settings=config.dft.cp2k)
     if config.dft.labeller == "vasp":
         return VaspLabelMaker(static_maker=VaspStaticMaker(incar_overrides=config.dft.incar_overrides))
+    if config.dft.labeller == "dataset":
+        return CalculatorLabelMaker(name="dataset label", calculator=config.dft.reference_model())
     return CalculatorLabelMaker(calculator=config.dft.calculator)
 
 

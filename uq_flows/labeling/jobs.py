@@ -132,12 +132,14 @@ class Cp2kLabelMaker(Maker):
 @job(data=LABEL_DATA)
 def calculator_label(structure: StructureRecord | list[StructureRecord], calculator: str,
                      U: float | list[float | None] | None = None) -> Label | list[Label]:
-    """Reference label(s) from an ASE calculator or member (a known truth such as EMT, or a stand-in)."""
+    """Reference label(s) from an ASE calculator or member (a known truth such as EMT, or a stand-in),
+    or replayed from a dataset's stored labels (a ``precomputed`` spec)."""
     batch = isinstance(structure, list)
     structures, us = (structure, U) if batch else ([structure], [U])
     spec = parse_member(calculator)
     labels = teacher_labels([s.to_atoms() for s in structures], [s.id for s in structures], spec)
-    labels = [label.model_copy(update={"kind": DFT, "U": u, "provenance": {**label.provenance, "stand_in_for_dft": True}})
+    origin = {"replayed_from": spec.model} if spec.kind == "precomputed" else {"stand_in_for_dft": True}
+    labels = [label.model_copy(update={"kind": DFT, "U": u, "provenance": {**label.provenance, **origin}})
               for label, u in zip(labels, us)]
     return labels if batch else labels[0]
 

@@ -1,0 +1,48 @@
+"""A loop replayed on existing data: stored member predictions, a teacher named by member, and
+DFT labels replayed from a labelled dataset (the embedded default, rockets in-process)."""
+
+import json
+
+import pytest
+import yaml
+
+from tests.cli_helpers import run, run_json
+from tests.conftest import emt_dataset, perturbed
+from uq_flows.campaign import Campaign
+from uq_flows.io import with_labels, write_extxyz
+
+
+@pytest.mark.slow
+def test_a_loop_over_stored_predictions_and_a_dataset_labeller(tmp_path):
+    pool = emt_dataset(12)  # EMT labels: the "DFT" dataset; noise grows along the pool, so U does
+    write_extxyz(tmp_path / "pool.extxyz", pool)
+    write_extxyz(tmp_path / "dft.extxyz", pool[:-1])  # the last structure was never labelled
+    for name, scale, seed in (("a", 0.02, 1), ("b", 0.04, 2)):
+        member = perturbed(pool, scale, seed, energy_shift=0.5 * len(pool[0]))
+        write_extxyz(tmp_path / f"{name}.extxyz",
+                     [with_labels(x, x.get_potential_energy() / len(x), x.get_forces()) for x in member])
+    config = {
+        "name": "replay", "elements": ["Cu"], "structures": ["pool.extxyz"], "generate": None,
+        "members": ["a=precomputed-per-atom:a.extxyz", "b=precomputed-per-atom:b.extxyz"],
+        "teacher": {"energy_from": "a"}, "uc": 0.15, "align_max_residual": 0.2,
+        "dft": {"labeller": "dataset", "dataset": "dft.extxyz"},
+        "fit": {"backend": "linear", "n_functions": 8, "ensemble_size": 2},
+        "explore": {"n_seeds": 1, "md": {"steps": 20, "snapshot_every": 10}, "cago": None, "n_cago_members": 2},
+        "select": {"max_candidates": 4, "formation_energy_prefilter": False},
+        "convergence": {"max_iterations": 1},
+    }
+    (tmp_path / "loop.yaml").write_text(yaml.safe_dump(config))
+    (loop,) = run_json("run", tmp_path / "loop.yaml")["loops"]
+    (it,) = loop["iterations"]
+    assert loop["state"] == "completed" and it["n_candidates"] == 12
+    outcomes = ("n_dft_ok", "n_dft_failed", "n_teacher", "n_teacher_failed", "n_deferred", "n_rejected")
+    assert sum(it[k] for k in outcomes) == 12 and it["n_dft_failed"] == 1 and it["n_teacher"] > 0
+    assert it["dft_total"] == it["n_dft_ok"] + it["n_dft_failed"]  # replayed labels count in the DFT budget
+    with Campaign.open() as campaign:
+        rows = [row for row, _, _ in campaign.labels({"loop": loop["id"], "kind": "dft"})]
+    failed = [row for row in rows if row["status"] != "ok"]
+    assert len(failed) == 1 and "no stored prediction in dft.extxyz" in failed[0]["reason"]
+    assert all(row["provenance"]["replayed_from"] == str(tmp_path / "dft.extxyz") for row in rows)
+    teacher = json.loads(run("results", loop["id"], "--source", "teacher", "--format", "extxyz",
+                             "--out", tmp_path / "teacher.extxyz", "--json").stdout)
+    assert teacher["n_structures"] == it["n_teacher"]
