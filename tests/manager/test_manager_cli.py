@@ -143,3 +143,18 @@ def test_every_loop_command_takes_the_launchpad_and_jobstore_files(wire_server, 
     assert "no labelled structures" in run("results", loop, "--format", "json", "--out", tmp_path / "r.json", *files,
                                            expect=2).stderr
     assert "--launchpad nope.yaml: no such file" in run("status", "--launchpad", "nope.yaml", expect=2).stderr
+
+
+def test_worker_runs_its_category_until_max_jobs_or_idle(tmp_path, monkeypatch):
+    monkeypatch.setenv("UQ_TEST_EFFECTS", str(tmp_path / "effects.jsonl"))
+    monkeypatch.chdir(tmp_path)
+    _submit(chain(["a", "b", "c"], category="cpu"), "pilot")
+    start = time.monotonic()
+    gpu = run_json("worker", "--category", "gpu", "--idle-timeout", 1)  # nothing of its category: leaves
+    assert gpu["launched"] == 0 and gpu["stopped"] == "idle" and time.monotonic() - start < 10
+    first = run_json("worker", "--category", "cpu", "--max-jobs", 2, "--loop", "pilot")
+    assert first["launched"] == 2 and first["stopped"] == "max_jobs"
+    rest = run("worker", "--category", "cpu", "--idle-timeout", 1)
+    assert "ran 1 jobs; stopped: nothing to run for 1 s" in rest.stderr
+    assert sorted(e["tag"] for e in read_effects(str(tmp_path / "effects.jsonl"))) == ["a", "b", "c"]
+    assert "no loop 'other'" in run("worker", "--loop", "other", expect=2).stderr

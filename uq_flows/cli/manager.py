@@ -1,4 +1,4 @@
-"""Workflow-manager commands: doctor and resume (run, submit, status, results build on them)."""
+"""Workflow-manager commands: doctor, resume and worker (run, submit, status, results build on them)."""
 
 from __future__ import annotations
 
@@ -141,3 +141,52 @@ def resume(
     if exhausted:
         fail(f"{len(exhausted)} job(s) failed after their last retry (listed above): `uq-flows resume` after fixing "
              "the cause reruns or rebuilds them", EXIT_LOOP_FAILED)
+
+
+@app.command()
+@guard
+def worker(
+    category: Annotated[str | None, typer.Option("--category", help="Run fireworks of this queue category (gpu, cpu; default: any).")] = None,
+    idle_timeout: Annotated[float, typer.Option("--idle-timeout", min=0, help="Stop after this many seconds with nothing of the category to run.")] = 120.0,
+    max_jobs: Annotated[int, typer.Option("--max-jobs", min=0, help="Stop after this many jobs (0: no limit).")] = 0,
+    loop: Annotated[str | None, typer.Option("--loop", help="Only fireworks of this loop.")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Worker name recorded in the launches (default: uq-flows-CATEGORY-HOST-PID).")] = None,
+    launch_dir: Annotated[Path | None, typer.Option("--launch-dir", help="Folder for the launcher_* run folders (default: $UQ_FLOWS_HOME/launches).")] = None,
+    launchpad: LaunchpadOption = None,
+    jobstore: JobstoreOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """A pilot worker: run fireworks of one category, one after another, until idle (one allocation, many jobs)."""
+    import os
+    import socket
+
+    from uq_flows.manager.config import load_settings
+    from uq_flows.manager.launchpad import close_launchpad, describe_launchpad, open_launchpad
+    from uq_flows.manager.rocket import run_worker
+    from uq_flows.manager.submit import list_loops
+
+    use_databases(launchpad, jobstore)
+    if launch_dir is not None and launch_dir.exists() and not launch_dir.is_dir():
+        fail(f"--launch-dir {launch_dir}: not a folder")
+    name = name or f"uq-flows-{category or 'any'}-{socket.gethostname()}-{os.getpid()}"
+    with quiet_stdout():
+        settings = load_settings()
+        lp = open_launchpad(settings, check=True)
+        try:
+            if loop is not None and loop not in list_loops(lp):
+                fail(f"no loop {loop!r} on the launchpad {describe_launchpad(lp)}")
+            err.print(f"worker {name}: {category or 'any'} jobs from {describe_launchpad(lp)} until idle for "
+                      f"{idle_timeout:g} s" + (f" or {max_jobs} jobs" if max_jobs else "")
+                      + (f" (log: {log_file_path()})" if log_file_path() else ""), highlight=False)
+            launched = run_worker(lp, category, name=name, loop=loop,
+                                  launch_dir=launch_dir or Path(settings.home).expanduser() / "launches",
+                                  max_launches=max_jobs, idle_timeout=idle_timeout, log_file=log_file_path(),
+                                  progress=lambda line: err.print(line, highlight=False))
+        finally:
+            close_launchpad(lp)
+    stopped = "max_jobs" if max_jobs and launched >= max_jobs else "idle"
+    err.print(f"worker {name}: ran {launched} jobs; stopped: "
+              + ("--max-jobs reached" if stopped == "max_jobs" else f"nothing to run for {idle_timeout:g} s"),
+              highlight=False)
+    if json_out:
+        emit({"worker": name, "category": category, "launched": launched, "stopped": stopped})

@@ -61,11 +61,16 @@ def run_worker(
     max_launches: int = 0,
     sleep: float = 1.0,
     idle_checks: int = 2,
+    idle_timeout: float | None = None,
     log_level: str = "WARNING",
     log_file: Path | str | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> int:
-    """Launch rockets (of ``category``, and of ``loop`` if given) until idle; the number launched."""
+    """Launch rockets (of ``category``, and of ``loop`` if given) until idle; the number launched.
+
+    Idle means nothing READY, RUNNING or RESERVED in scope (``idle_checks`` times), or, for a
+    pilot (``idle_timeout``), nothing of its category to run for ``idle_timeout`` seconds:
+    a pilot does not hold its allocation while other queues' jobs run."""
     from fireworks import FWorker
     from fireworks.core.rocket_launcher import launch_rocket
     from fireworks.utilities.fw_utilities import create_datestamp_dir
@@ -78,6 +83,7 @@ def run_worker(
     deadline = None if timeout is None else time.monotonic() + timeout
     logger = logging.getLogger(__name__)
     launched, idle, start_dir, began = 0, 0, os.getcwd(), time.monotonic()
+    last_work = began
     rocket_stdout = _log_stream(log_file) if log_file else None
     try:
         while deadline is None or time.monotonic() < deadline:
@@ -105,8 +111,12 @@ def run_worker(
                     launched += 1
                 elif not os.listdir(workdir):
                     os.rmdir(workdir)
+                last_work = time.monotonic()
                 continue
-            if lp.fireworks.count_documents({**scope, "state": {"$in": list(_RUNNABLE)}}) == 0:
+            if idle_timeout is not None:
+                if time.monotonic() - last_work >= idle_timeout:
+                    break
+            elif lp.fireworks.count_documents({**scope, "state": {"$in": list(_RUNNABLE)}}) == 0:
                 idle += 1
                 if idle >= idle_checks:
                     break
@@ -183,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--loop", default=None, help="only fireworks of this loop")
     parser.add_argument("--timeout", type=float, default=None, help="stop after this many seconds")
     parser.add_argument("--sleep", type=float, default=1.0, help="seconds between idle checks")
+    parser.add_argument("--idle-timeout", type=float, default=None,
+                        help="stop after this many seconds with nothing of the category to run (a pilot)")
     parser.add_argument("--launch-dir", default=None, help="folder for launcher_* directories")
     args = parser.parse_args(argv)
 
@@ -192,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         lp = open_launchpad()
         n = run_worker(lp, args.category, name=args.name, loop=args.loop, launch_dir=args.launch_dir,
-                       timeout=args.timeout, sleep=args.sleep)
+                       timeout=args.timeout, sleep=args.sleep, idle_timeout=args.idle_timeout)
         close_launchpad(lp)
     except UqFlowsError as error:
         print(f"error: {error}", file=sys.stderr)
