@@ -40,11 +40,12 @@ class ConvergenceConfig(BaseModel):
         return budget
 
     def stop_reason(self, iteration: int, counts: IterationCounts, energy_rmse: float | None,
-                    force_rmse: float | None, n_next_candidates: int) -> str | None:
+                    force_rmse: float | None, n_next_candidates: int, pool_left: int | None = None) -> str | None:
         """Why the loop stops after ``iteration`` (0-based), or None to go on.
 
         ``energy_rmse`` (eV/atom) and ``force_rmse`` (eV/Å) are the fit's test RMSEs, or its
-        training RMSEs when it has no test set.
+        training RMSEs when it has no test set. ``pool_left``: a replay campaign's pool
+        structures not yet taken (None: not a pool campaign).
         """
         if iteration + 1 >= self.max_iterations:
             return f"reached max_iterations = {self.max_iterations}"
@@ -56,6 +57,8 @@ class ConvergenceConfig(BaseModel):
             return f"fit RMSEs {energy_rmse:.3g} eV/atom and {force_rmse:.3g} eV/Å reached the targets"
         if self.max_high_u_fraction is not None and counts.high_u_fraction <= self.max_high_u_fraction:
             return f"high-U fraction {counts.high_u_fraction:.2f} ≤ {self.max_high_u_fraction}"
+        if pool_left == 0:
+            return "the pool is used up"
         if n_next_candidates == 0:
             return "no new candidates were selected"
         return None

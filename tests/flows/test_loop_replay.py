@@ -46,3 +46,38 @@ def test_a_loop_over_stored_predictions_and_a_dataset_labeller(tmp_path):
     teacher = json.loads(run("results", loop["id"], "--source", "teacher", "--format", "extxyz",
                              "--out", tmp_path / "teacher.extxyz", "--json").stdout)
     assert teacher["n_structures"] == it["n_teacher"]
+
+
+@pytest.mark.slow
+def test_a_pool_campaign_takes_batches_until_the_pool_is_used_up(tmp_path):
+    pool = emt_dataset(12)
+    write_extxyz(tmp_path / "pool.extxyz", pool)
+    write_extxyz(tmp_path / "test.extxyz", emt_dataset(4, seed=9))
+    for name, scale, seed in (("a", 0.02, 1), ("b", 0.04, 2)):
+        write_extxyz(tmp_path / f"{name}.extxyz", perturbed(pool, scale, seed))
+    config = {
+        "name": "pool", "elements": ["Cu"], "pool": {"structures": ["pool.extxyz"], "batch": 4},
+        "test": ["test.extxyz"], "members": ["a=precomputed:a.extxyz", "b=precomputed:b.extxyz"],
+        # the members share the dataset's energy zero: no alignment, so no audit, and every label trains
+        "teacher": {"energy_from": "a"}, "uc": 0.15, "align_energies": "off", "audit": {"enabled": "off"},
+        "dft": {"labeller": "dataset", "dataset": "pool.extxyz"},
+        "fit": {"backend": "linear", "n_functions": 8, "ensemble_size": 2},
+        "explore": {"n_cago_members": 2},
+        "select": {"formation_energy_prefilter": False, "qbc_config": {"force_threshold": 1e-9,
+                                                                       "energy_threshold": 1e-9,
+                                                                       "stress_threshold": 1e-9,
+                                                                       # an ACE fit on 4 cells: wild stresses
+                                                                       "max_pressure": float("inf")}},
+        "convergence": {"max_iterations": 6},
+    }
+    (tmp_path / "loop.yaml").write_text(yaml.safe_dump(config))
+    (loop,) = run_json("run", tmp_path / "loop.yaml")["loops"]
+    iterations = loop["iterations"]
+    assert loop["state"] == "completed" and [it["n_candidates"] for it in iterations] == [4, 4, 4]
+    assert [it["pool_left"] for it in iterations] == [8, 4, 0] and iterations[-1]["reason"] == "the pool is used up"
+    for it in iterations:
+        assert it["fixed_test"]["n_structures"] == 4 and it["fixed_test"]["force_rmse"] > 0
+    with Campaign.open() as campaign:
+        taken = [row["id"] for row in campaign["campaign_structures"].find(
+            {"loop": loop["id"], "iteration": {"$gte": 0}}, {"id": 1, "stage": 1}) if row["stage"] != "explored"]
+    assert len(taken) == len(set(taken)) == 12  # every pool structure taken once

@@ -37,6 +37,7 @@ from uq_flows.ace.fit import (
     check_training,
     combine_members,
     fit_member,
+    rmse,
 )
 from uq_flows.ace.local import LocalActiveSet, local_extrapolation_grades
 from uq_flows.ace.potential import AceCalculator
@@ -306,3 +307,20 @@ class AceUncertaintyMaker(Maker):
         new_job = ace_uncertainty(fit, structures)
         new_job.name = self.name
         return set_category(new_job, self.category)
+
+
+@job
+def fixed_test_errors(potentials: list[str], test_files: list[str]) -> dict:
+    """The ACE ensemble mean's RMSEs (energy per atom, force components) on a fixed labelled test
+    set: one yardstick for every iteration of a campaign, unlike its per-iteration audit sample."""
+    from uq_flows.ace.potential import predict
+    from uq_flows.io import read_labels, read_many
+
+    atoms = read_many(test_files)
+    labels = read_labels(atoms, name=", ".join(test_files))
+    energies, forces = zip(*(predict(AceCalculator(path), atoms) for path in potentials))
+    mean_energy = np.mean(energies, axis=0)
+    mean_forces = np.mean([np.concatenate(f) for f in forces], axis=0)
+    energy_rmse, force_rmse = rmse(mean_energy, labels.energies, mean_forces, labels.forces, labels.n_atoms)
+    return {"n_structures": len(atoms), "n_atoms": int(labels.n_atoms.sum()), "energy_rmse_per_atom": energy_rmse,
+            "force_rmse": force_rmse, "files": list(test_files)}

@@ -43,6 +43,7 @@ STRUCTURES, LABELS, PAIRS, LOOPS = "campaign_structures", "campaign_labels", "ca
 EMBEDDED_FILE = "campaign.sqlite"
 MAX_CHUNK_ATOMS = 60_000  # atoms per chunk when chunks grow past chunk_size: geometry, forces, stresses ≪ MAX_CHUNK_BYTES
 TEACH = "teach"  # campaign_structures field: the label stage wants a teacher label of this structure
+POOL_ITERATION, POOL_STAGE = -1, "pool"  # a pool campaign's whole pool: rows of iteration -1, stage pool
 INDEXES = {
     STRUCTURES: [("loop", "iteration"), ("loop", "id"), ("loop", "route"), ("loop", "source"), ("loop", "status")],
     LABELS: [("loop", "iteration"), ("loop", "id"), ("loop", "kind", "status")],

@@ -51,6 +51,10 @@ def _prepare(config_path: Path):
             update={"labeller": "calculator", "calculator": config.dft.fallback_calculator})})
     require_executables(config.required_executables())
     structures = read_many(config.structures) if config.structures else []
+    if config.pool is not None:
+        structures = read_many(config.pool.structures)
+        if config.test:
+            read_many(config.test)  # a fixed test set that cannot be read stops the loop before it starts
     if config.generate is not None:
         g = config.generate
         structures += starting_set(config.elements, g.n, g.max_atoms, g.seed, g.kinds)

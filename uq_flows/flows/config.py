@@ -81,6 +81,17 @@ class ExploreConfig(_Strict):
     min_calibration_atoms: int = Field(8, ge=2, description="Held-out atoms needed to calibrate; fewer: CAGO waits.")
 
 
+class PoolConfig(_Strict):
+    """A replay campaign's candidates: a fixed pool of structures, taken batch by batch (DIRECT over
+    the pool first, then QBC with the loop's ACE committee plus DIRECT) until it is used up."""
+
+    structures: list[Path] = Field(min_length=1, description="Pool files or folders (any format the package reads).")
+    batch: int = Field(ge=1, description="Candidates taken from the pool per iteration.")
+    descriptor: str = Field("chgnet-0.3.0", description="Descriptor for the first batch's DIRECT (no ACE fit yet).")
+    explore: bool = Field(False, description="Also run MD and CAGO; their structures are new, so they need a "
+                                             "labeller that can label any structure (not a dataset).")
+
+
 class SelectConfig(_Strict):
     qbc: bool = True
     qbc_config: dict = Field(default_factory=dict)
@@ -119,6 +130,10 @@ class LoopConfig(_Strict):
     elements: list[str] = Field(min_length=1)
     structures: list[Path] = Field(default_factory=list, description="Initial candidates (files or folders).")
     generate: GenerateConfig | None = Field(default_factory=GenerateConfig)
+    pool: PoolConfig | None = Field(None, description="A replay campaign: candidates from this pool, batch by batch "
+                                                      "(instead of structures and generate).")
+    test: list[Path] = Field(default_factory=list, description="Labelled test structures every iteration's ACE fit "
+                                                               "is evaluated on (a fixed test set).")
     members: list[str] = Field(min_length=2)
     weights: str = "auto"
     top_n: int | None = Field(
@@ -206,8 +221,16 @@ class LoopConfig(_Strict):
 
     @model_validator(mode="after")
     def _has_candidates(self) -> LoopConfig:
-        if not self.structures and self.generate is None:
-            raise ValueError("give initial structures or a generate section")
+        if self.pool is not None:
+            if self.structures or ("generate" in self.model_fields_set and self.generate is not None):
+                raise ValueError("a pool campaign takes its candidates from pool.structures: drop structures and "
+                                 "generate")
+            self.generate = None
+            self.select = self.select.model_copy(update={"max_candidates": self.pool.batch})
+            if self.pool.explore and self.dft.labeller == "dataset":
+                raise ValueError("pool.explore makes new structures, which a dataset labeller cannot label")
+        elif not self.structures and self.generate is None:
+            raise ValueError("give initial structures, a generate section or a pool")
         if self.target_force_rmse is not None and self.audit.enabled == "off":
             raise ValueError("target_force_rmse chooses U_c on the audit sample: it needs audit.enabled auto or on")
         if self.select.formation_energy_prefilter and "elemental_references" not in self.select.qbc_config:
@@ -257,9 +280,15 @@ def with_files_from(data: dict, base: Path) -> dict:
     for section, keys in (("teacher", ("energy_from", "forces_from")), ("dft", ("calculator", "fallback_calculator"))):
         if isinstance(data.get(section), dict):
             data[section] = {key: model(value) if key in keys else value for key, value in data[section].items()}
-    dataset = (data.get("dft") or {}).get("dataset") if isinstance(data.get("dft"), dict) else None
-    if isinstance(dataset, str) and not Path(dataset).expanduser().is_absolute():
-        data["dft"] = {**data["dft"], "dataset": str(base / dataset)}
+    def file(path):
+        return str(base / path) if isinstance(path, str) and not Path(path).expanduser().is_absolute() else path
+
+    if isinstance(data.get("dft"), dict) and "dataset" in data["dft"]:
+        data["dft"] = {**data["dft"], "dataset": file(data["dft"]["dataset"])}
+    if isinstance(data.get("pool"), dict) and isinstance(data["pool"].get("structures"), list):
+        data["pool"] = {**data["pool"], "structures": [file(p) for p in data["pool"]["structures"]]}
+    if isinstance(data.get("test"), list):
+        data["test"] = [file(p) for p in data["test"]]
     weights = data.get("weights")
     if isinstance(weights, str) and weights not in ("auto", "paper", "equal") and not Path(weights).is_absolute():
         data["weights"] = str(base / weights)

@@ -29,9 +29,9 @@ from monty.json import MontyDecoder
 from pydantic import BaseModel, Field
 
 from uq_flows.ace.data import labelled_structures
-from uq_flows.ace.jobs import AceFitDocument, AceFitMaker
+from uq_flows.ace.jobs import AceFitDocument, AceFitMaker, fixed_test_errors
 from uq_flows.cago.jobs import CagoMaker, CalibrationDocument, CalibrationMaker
-from uq_flows.campaign import STRUCTURES, Campaign, LabelledSet, StructureSet, records_of
+from uq_flows.campaign import POOL_ITERATION, POOL_STAGE, STRUCTURES, Campaign, LabelledSet, StructureSet, records_of
 from uq_flows.ensemble.jobs import (
     CombineUncertaintyMaker,
     EnsembleScoreMaker,
@@ -105,6 +105,9 @@ class IterationSummary(IterationCounts):
     calibration: dict | None = Field(None, description="CAGO's σ_cal = a·σ̂^b: a, b, z-score std before/after, atoms.")
     cago: str | None = Field(None, description="calibrated, uncalibrated (config), or why CAGO did not run.")
     warnings: list[str] = Field(default_factory=list)
+    fixed_test: dict | None = Field(None, description="The fit on the config's fixed test set: n_structures, "
+                                                       "energy_rmse_per_atom (eV/atom), force_rmse (eV/Å).")
+    pool_left: int | None = Field(None, description="A pool campaign's structures not yet taken.")
     n_next_candidates: int
     converged: bool
     reason: str
@@ -209,8 +212,13 @@ def iteration_job(config: LoopConfig, iteration: int, candidates: StructureSet, 
     """Replace itself with score → threshold → label → record → draw → fit → after-fit.
 
     ``reuse_dft``: DFT labels an earlier, broken attempt at this iteration produced are used
-    instead of running DFT again (see ``rebuild_loop``).
+    instead of running DFT again (see ``rebuild_loop``). Given a pool campaign's pool, it first
+    takes the pool's first batch (``first_pool_batch``).
     """
+    if candidates.iteration == POOL_ITERATION:
+        batch = first_pool_batch(config, candidates, dft_so_far, reuse_dft)
+        batch.name = "first pool batch"
+        return Response(replace=set_category(batch, "cpu"))
     budget = config.convergence.dft_budget(dft_so_far)
     score = EnsembleScoreMaker(members=config.members, chunk_size=config.chunk_size,
                                min_distance=config.screens.candidates.min_distance,
@@ -284,15 +292,28 @@ def after_fit_job(config: LoopConfig, iteration: int, candidates: StructureSet, 
     """
     folder = loop_folder(config) / f"iteration-{iteration}" / "ace"
     potentials = [str(p) for p in fit.write(folder)]
-    seeds = records_of(candidates, record.labelled_ids)
-    if not seeds:
-        with Campaign.open() as campaign:
-            seeds = list(campaign.structures_by_id(config.name, pool_facts.get("fallback_seed_ids", [])).values())
-    md = MDExploreMaker(calculator=potentials[0], settings=config.explore.md).make(seeds)
-    jobs, light = [md], []
-    pools = [md.output.snapshots]
-    calibration, cago_note = None, None
-    if config.explore.cago is not None:
+    jobs, light, pools = [], [], []
+    calibration, cago_note, fixed_test, left = None, None, None, None
+    if config.test:
+        fixed = fixed_test_errors(potentials, [str(p) for p in config.test])
+        fixed.name = "fixed test set"
+        jobs.append(set_category(fixed, get_settings().fit_category))
+        fixed_test = fixed.output
+    explores = config.pool is None or config.pool.explore
+    if config.pool is not None:
+        left = pool_remaining(config, iteration)
+        left.name = "pool remaining"
+        jobs.append(left)
+        light.append(left)
+    if explores:
+        seeds = records_of(candidates, record.labelled_ids)
+        if not seeds:
+            with Campaign.open() as campaign:
+                seeds = list(campaign.structures_by_id(config.name, pool_facts.get("fallback_seed_ids", [])).values())
+        md = MDExploreMaker(calculator=potentials[0], settings=config.explore.md).make(seeds)
+        jobs.append(md)
+        pools.append(md.output.snapshots)
+    if explores and config.explore.cago is not None:
         held_out_atoms = record.n_audit_atoms
         if not config.explore.calibrate:
             cago_note = "uncalibrated (explore.calibrate: false): expect true errors ≈ 2δ (paper 004)"
@@ -316,18 +337,23 @@ def after_fit_job(config: LoopConfig, iteration: int, candidates: StructureSet, 
             jobs += [cago_seeds, cago]
             light.append(cago_seeds)
             pools.append(cago.output.structures)
-    gather = gather_candidates(pools, config.select.max_candidates * 4, config.name, iteration,
-                               (config.chunk_size, config.max_chunks))
-    gather.name = "gather candidates"
-    select = select_job(config, potentials, gather.output, qbc_references)
+    if config.pool is not None and not pools:  # the pool's untaken structures, all of them
+        explored = left
+    else:  # what MD and CAGO made (and in a pool campaign with explore, the untaken pool too)
+        explored = gather_candidates(pools + ([left.output] if left else []), config.select.max_candidates * 4,
+                                     config.name, iteration, (config.chunk_size, config.max_chunks))
+        explored.name = "gather candidates"
+        jobs.append(explored)
+        light.append(explored)
+    select = select_job(config, potentials, explored.output, qbc_references)
     select.name = "select"
     state = loop_state_job(config, iteration, record, fit.metrics, select.output, pool_facts, prefilter_note,
-                           calibration, cago_note)
+                           calibration, cago_note, fixed_test, left.output if left else None)
     state.name = "loop state"
     tag_stage(state, LOOP_STATE)
-    for job_ in (gather, select, state, *light):
+    for job_ in (select, state, *light):
         set_category(job_, "cpu")
-    flow = Flow([*jobs, gather, select, state], output=state.output, name=f"explore and select {iteration}")
+    flow = Flow([*jobs, select, state], output=state.output, name=f"explore and select {iteration}")
     return Response(replace=_tagged(flow, config, iteration))
 
 
@@ -382,7 +408,7 @@ def gather_candidates(pools: list[list[StructureRecord]], limit: int, loop: str,
     """Candidates from every explorer, without duplicate ids, at most ``limit`` (evenly spread),
     stored in the campaign database (rows of ``stage: explored`` in this iteration, ``chunking``:
     chunk size and maximum number of chunks); their reference."""
-    explored = spread_evenly(unique_by_id(pools), limit)
+    explored = spread_evenly(unique_by_id(records_of(p) if isinstance(p, StructureSet) else p for p in pools), limit)
     with Campaign.open() as campaign:
         return campaign.add_structures(loop, iteration, explored, stage="explored", chunk_size=chunking[0],
                                        max_chunks=chunking[1])
@@ -430,7 +456,8 @@ def pick_selected(candidates: StructureSet, selection, limit: int) -> list[Struc
 def loop_state_job(config: LoopConfig, iteration: int, record: IterationRecord, metrics,
                    next_candidates: list[StructureRecord] | None, pool_info: dict | None = None,
                    prefilter_note: str | None = None, calibration: CalibrationDocument | None = None,
-                   cago_note: str | None = None) -> Response:
+                   cago_note: str | None = None, fixed_test: dict | None = None,
+                   pool_left: StructureSet | None = None) -> Response:
     """Record the iteration and decide: stop (a criterion is met) or store the next candidates.
 
     The loop-state document (``campaign_loops``, kind ``state``) then names the next iteration
@@ -443,7 +470,8 @@ def loop_state_job(config: LoopConfig, iteration: int, record: IterationRecord, 
     energy = metrics.test_energy_rmse_per_atom if metrics.test_energy_rmse_per_atom is not None \
         else metrics.train_energy_rmse_per_atom
     force = metrics.test_force_rmse if metrics.test_force_rmse is not None else metrics.train_force_rmse
-    reason = config.convergence.stop_reason(iteration, counts, energy, force, len(next_candidates))
+    left = None if pool_left is None else pool_left.n
+    reason = config.convergence.stop_reason(iteration, counts, energy, force, len(next_candidates), left)
     warnings = [w for w in ((pool_info.get("alignment") or {}).get("warning"),) if w]
     if pool_info.get("n_waiting_alignment"):
         why = pool_info["waiting_reason"]
@@ -466,7 +494,7 @@ def loop_state_job(config: LoopConfig, iteration: int, record: IterationRecord, 
         uc=record.uc, uc_source=record.uc_source,
         alignment=pool_info.get("alignment"), n_waiting_alignment=pool_info.get("n_waiting_alignment", 0),
         calibration=calibration_summary(calibration), cago=cago_note, warnings=warnings,
-        n_next_candidates=len(next_candidates), converged=reason is not None, reason=reason or "continuing",
+        fixed_test=fixed_test, pool_left=left, n_next_candidates=len(next_candidates), converged=reason is not None, reason=reason or "continuing",
         continuation=None if following is None else {"config": config, "next_candidates": following},
     )
     document = state.model_dump(mode="json", exclude={"continuation"})
@@ -528,13 +556,66 @@ def loop_folder(config: LoopConfig) -> Path:
 
 
 def store_candidates(config: LoopConfig, candidates: list[StructureRecord]) -> StructureSet:
-    """Store a new loop's initial candidates (iteration 0) in the campaign database; their reference."""
+    """Store a new loop's initial candidates (iteration 0), or a pool campaign's whole pool
+    (``POOL_ITERATION``), in the campaign database; their reference."""
     if not candidates:
         raise ValueError("the loop needs initial candidates")
     with Campaign.open() as campaign:
         if campaign[STRUCTURES].count_documents({"loop": config.name}):
             raise ValueError(f"loop {config.name!r} is already in the campaign database: choose another name")
+        if config.pool is not None:
+            return campaign.add_structures(config.name, POOL_ITERATION, unique_by_id([candidates]), stage=POOL_STAGE,
+                                           chunk_size=config.chunk_size, max_chunks=config.max_chunks)
         return campaign.add_structures(config.name, 0, candidates, chunk_size=config.chunk_size,
+                                       max_chunks=config.max_chunks)
+
+
+@job
+def first_pool_batch(config: LoopConfig, pool: StructureSet, dft_so_far: int, reuse_dft: bool) -> Response:
+    """A pool campaign's first batch: DIRECT over the whole pool on ``pool.descriptor`` (there is no
+    ACE committee yet), stored as iteration 0's candidates; then iteration 0 itself."""
+    if pool.n <= config.pool.batch:
+        return Response(replace=iteration_job(config, 0, _as_iteration(config, pool), dft_so_far, reuse_dft))
+    selection = SelectionMaker(qbc_maker=None, descriptor_maker=DescriptorMaker(descriptor=config.pool.descriptor),
+                               direct_maker=DirectMaker(n_clusters=config.pool.batch, k=1)).make(pool)
+    pick = pick_selected(pool, selection.output, config.pool.batch)
+    pick.name = "first pool batch"
+    store = store_batch(config, 0, pick.output)
+    first = iteration_job(config, 0, store.output, dft_so_far, reuse_dft)
+    first.name = "iteration 0 (first pool batch)"
+    for light in (pick, store, first):
+        set_category(light, "cpu")
+    return Response(replace=Flow([selection, pick, store, first], output=first.output))
+
+
+def _as_iteration(config: LoopConfig, pool: StructureSet) -> StructureSet:
+    """The whole (small) pool as iteration 0's candidates."""
+    with Campaign.open() as campaign:
+        return campaign.add_structures(config.name, 0, campaign.structures(pool), chunk_size=config.chunk_size,
+                                       max_chunks=config.max_chunks)
+
+
+@job
+def store_batch(config: LoopConfig, iteration: int, records: list[StructureRecord]) -> StructureSet:
+    with Campaign.open() as campaign:
+        return campaign.add_structures(config.name, iteration, records, chunk_size=config.chunk_size,
+                                       max_chunks=config.max_chunks)
+
+
+@job
+def pool_remaining(config: LoopConfig, iteration: int) -> StructureSet:
+    """The pool's structures no iteration up to ``iteration`` has taken as candidates, stored as
+    this iteration's explored set (what QBC + DIRECT choose the next batch from)."""
+    with Campaign.open() as campaign:
+        rows = campaign[STRUCTURES]
+        taken = {row["id"] for row in rows.find({"loop": config.name, "iteration": {"$gte": 0, "$lte": iteration}},
+                                                {"id": 1, "stage": 1})
+                 if row["stage"] != "explored"}  # candidates, whatever stage their labelling reached
+        pool_chunks = [row["chunk"] for row in rows.find({"loop": config.name, "iteration": POOL_ITERATION},
+                                                         {"chunk": 1})]
+        left = [record for chunk in dict.fromkeys(pool_chunks) for record in campaign.chunk_structures(chunk)
+                if record.id not in taken]
+        return campaign.add_structures(config.name, iteration, left, stage="explored", chunk_size=config.chunk_size,
                                        max_chunks=config.max_chunks)
 
 
