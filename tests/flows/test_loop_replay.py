@@ -3,6 +3,7 @@ DFT labels replayed from a labelled dataset (the embedded default, rockets in-pr
 
 import json
 
+import numpy as np
 import pytest
 import yaml
 
@@ -77,6 +78,10 @@ def test_a_pool_campaign_takes_batches_until_the_pool_is_used_up(tmp_path):
     assert [it["pool_left"] for it in iterations] == [8, 4, 0] and iterations[-1]["reason"] == "the pool is used up"
     for it in iterations:
         assert it["fixed_test"]["n_structures"] == 4 and it["fixed_test"]["force_rmse"] > 0
+    per_iteration = [it["dft_atoms"] for it in iterations]
+    assert per_iteration[0] > 0 and [it["dft_atoms_total"] for it in iterations] == list(np.cumsum(per_iteration))
+    table = run("status", loop["id"]).stderr
+    assert "fixed test: the config's test set (4 structures)" in table
     with Campaign.open() as campaign:
         taken = [row["id"] for row in campaign["campaign_structures"].find(
             {"loop": loop["id"], "iteration": {"$gte": 0}}, {"id": 1, "stage": 1}) if row["stage"] != "explored"]

@@ -1,6 +1,7 @@
 """Real CP2K single points on a 2-atom Si cell, every way they can fail, and what must never reach CP2K."""
 
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -88,6 +89,22 @@ def test_unconverged_scf_is_a_failed_label(si2, tmp_path):
     label = Cp2kLabeller(FAST.model_copy(update={"max_scf": 2})).label(si2, "uq-x", tmp_path)
     assert label.status == "failed" and label.energy is None
     assert label.reason.startswith("SCF not converged within MAX_SCF = 2 steps")
+
+
+@pytest.mark.slow
+def test_an_mpi_start_up_failure_is_run_again(si2, tmp_path):
+    """OpenMPI's singleton start-up can fail on a busy node before CP2K computes anything: the
+    labeller runs CP2K again (the second attempt here is the real CP2K)."""
+    ensure_cp2k()
+    real = shutil.which("cp2k.psmp")
+    flaky = tmp_path / "flaky-cp2k"
+    flaky.write_text(f"#!/bin/sh\nif [ ! -e {tmp_path}/started ]; then touch {tmp_path}/started\n"
+                     "echo '*** and potentially your MPI job)' >&2\n"
+                     "echo '[vm:1] Local abort before MPI_INIT completed completed successfully' >&2\nexit 1\nfi\n"
+                     f'exec {real} "$@"\n')
+    flaky.chmod(0o755)
+    label = Cp2kLabeller(FAST, command=str(flaky)).label(si2, "uq-mpi", tmp_path)
+    assert label.status == "ok" and label.provenance["mpi_start_retries"] == 1
 
 
 def test_missing_executable_and_timeout_are_failed_labels(si2, tmp_path):

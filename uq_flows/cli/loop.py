@@ -158,19 +158,30 @@ def submit(
 def _status_table(status: dict[str, Any]) -> None:
     for loop in status["loops"]:
         table = Table(title=f"loop {loop['id']}: {loop['state']}")
+        fixed = any(it.get("fixed_test") for it in loop["iterations"])
         for column in ("iter", "candidates", "U_c", "high U", "DFT ok", "DFT failed", "rejected", "teacher",
-                       "test E (meV/atom)", "test F (eV/Å)", "ρ audit (n)", "CAGO a, b", "next", "decision"):
+                       "DFT atoms (total)", "test E (meV/atom)", "test F (eV/Å)",
+                       *(("fixed test E (meV/atom)", "fixed test F (eV/Å)") if fixed else ()),
+                       "ρ audit (n)", "CAGO a, b", "next", "decision"):
             table.add_column(column, justify="right")
         for it in loop["iterations"]:
             energy = it.get("test_energy_rmse_per_atom")
             calibration = it.get("calibration")
+            fixed_test = it.get("fixed_test") or {}
+            fixed_energy = fixed_test.get("energy_rmse_per_atom")
             table.add_row(str(it["iteration"]), str(it["n_candidates"]), fmt(it.get("uc"), 3), str(it["n_high_u"]),
                           str(it["n_dft_ok"]), str(it["n_dft_failed"]), str(it["n_rejected"]), str(it["n_teacher"]),
+                          f"{it.get('dft_atoms', 0)} ({it.get('dft_atoms_total', 0)})",
                           fmt(None if energy is None else 1000 * energy, 3), fmt(it.get("test_force_rmse"), 3),
+                          *((fmt(None if fixed_energy is None else 1000 * fixed_energy, 3),
+                             fmt(fixed_test.get("force_rmse"), 3)) if fixed else ()),
                           f"{fmt(it.get('spearman_audit'), 2)} ({it.get('n_audit', 0)})",
                           f"{calibration['a']:.2f}, {calibration['b']:.2f}" if calibration else (it.get("cago") or "—"),
                           str(it["n_next_candidates"]), it["reason"])
         err.print(table)
+        if fixed:
+            err.print(f"fixed test: the config's test set ({fixed_test.get('n_structures')} structures), the same for "
+                      "every iteration", highlight=False)
         err.print("test RMSEs and ρ(U, ensemble-mean force error) are measured on each iteration's random audit sample "
                   "(held out of that iteration's fit)", highlight=False)
         last = loop["iterations"][-1] if loop["iterations"] else None

@@ -31,7 +31,16 @@ from pydantic import BaseModel, Field
 from uq_flows.ace.data import labelled_structures
 from uq_flows.ace.jobs import AceFitDocument, AceFitMaker, fixed_test_errors
 from uq_flows.cago.jobs import CagoMaker, CalibrationDocument, CalibrationMaker
-from uq_flows.campaign import POOL_ITERATION, POOL_STAGE, STRUCTURES, Campaign, LabelledSet, StructureSet, records_of
+from uq_flows.campaign import (
+    LABELS,
+    POOL_ITERATION,
+    POOL_STAGE,
+    STRUCTURES,
+    Campaign,
+    LabelledSet,
+    StructureSet,
+    records_of,
+)
 from uq_flows.ensemble.jobs import (
     CombineUncertaintyMaker,
     EnsembleScoreMaker,
@@ -108,6 +117,9 @@ class IterationSummary(IterationCounts):
     fixed_test: dict | None = Field(None, description="The fit on the config's fixed test set: n_structures, "
                                                        "energy_rmse_per_atom (eV/atom), force_rmse (eV/Å).")
     pool_left: int | None = Field(None, description="A pool campaign's structures not yet taken.")
+    dft_atoms: int = Field(0, description="Atoms of the structures sent to DFT (or its replay) in this iteration.")
+    dft_atoms_total: int = Field(0, description="The same over the loop so far: the DFT cost a learning curve is "
+                                                "plotted against.")
     n_next_candidates: int
     converged: bool
     reason: str
@@ -481,6 +493,10 @@ def loop_state_job(config: LoopConfig, iteration: int, record: IterationRecord, 
         warnings.append(f"CAGO {cago_note}")
     if prefilter_note:
         warnings.append(prefilter_note)
+    with Campaign.open() as campaign:
+        dft_rows = campaign[LABELS].find({"loop": config.name, "kind": DFT, "iteration": {"$lte": iteration}},
+                                         {"n_atoms": 1, "iteration": 1})
+        atoms_by_iteration = [(row["iteration"], row.get("n_atoms") or 0) for row in dft_rows]
     following = None
     if reason is None:
         with Campaign.open() as campaign:
@@ -494,7 +510,9 @@ def loop_state_job(config: LoopConfig, iteration: int, record: IterationRecord, 
         uc=record.uc, uc_source=record.uc_source,
         alignment=pool_info.get("alignment"), n_waiting_alignment=pool_info.get("n_waiting_alignment", 0),
         calibration=calibration_summary(calibration), cago=cago_note, warnings=warnings,
-        fixed_test=fixed_test, pool_left=left, n_next_candidates=len(next_candidates), converged=reason is not None, reason=reason or "continuing",
+        fixed_test=fixed_test, pool_left=left, n_next_candidates=len(next_candidates),
+        dft_atoms=sum(n for k, n in atoms_by_iteration if k == iteration),
+        dft_atoms_total=sum(n for _, n in atoms_by_iteration), converged=reason is not None, reason=reason or "continuing",
         continuation=None if following is None else {"config": config, "next_candidates": following},
     )
     document = state.model_dump(mode="json", exclude={"continuation"})

@@ -282,6 +282,10 @@ def check_executable(command: str) -> str:
     return path
 
 
+MPI_START_FAILURE = "before MPI_INIT completed"  # OpenMPI's message when its runtime could not start
+MPI_START_RETRIES = 2
+
+
 @dataclass
 class Cp2kLabeller:
     """Runs CP2K on structures, one folder each under ``workdir``; returns labels.
@@ -339,15 +343,22 @@ class Cp2kLabeller:
         provenance["folder"] = str(folder)
         environment = {**os.environ, "OMP_NUM_THREADS": str(self.threads), "CP2K_DATA_DIR": str(self.data_dir)}
         started = time.perf_counter()
-        try:
-            process = subprocess.run(
-                [executable, "-i", INPUT_NAME, "-o", OUTPUT_NAME], cwd=folder, env=environment,
-                capture_output=True, text=True, timeout=self.timeout,
-            )
-        except subprocess.TimeoutExpired:
-            return failed(f"CP2K did not finish within {self.timeout:g} s")
-        except OSError as error:
-            return failed(f"CP2K could not start: {error}")
+        for attempt in range(1 + MPI_START_RETRIES):
+            try:
+                process = subprocess.run(
+                    [executable, "-i", INPUT_NAME, "-o", OUTPUT_NAME], cwd=folder, env=environment,
+                    capture_output=True, text=True, timeout=self.timeout,
+                )
+            except subprocess.TimeoutExpired:
+                return failed(f"CP2K did not finish within {self.timeout:g} s")
+            except OSError as error:
+                return failed(f"CP2K could not start: {error}")
+            if process.returncode == 0 or MPI_START_FAILURE not in process.stderr:
+                break
+            # the MPI runtime failed before CP2K ran (a busy node's singleton start-up): nothing was computed
+            provenance["mpi_start_retries"] = attempt + 1
+            (folder / OUTPUT_NAME).unlink(missing_ok=True)
+            time.sleep(1.0 + attempt)
         provenance["wall_time_s"] = round(time.perf_counter() - started, 3)
         output_path = folder / OUTPUT_NAME
         if not output_path.exists():
