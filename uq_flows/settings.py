@@ -86,8 +86,12 @@ class UqFlowsSettings(BaseSettings):
     max_retries: int = Field(2, ge=0, description="Reruns of a fizzled or lost job before it is left FIZZLED.")
     retry_backoff: float = Field(60.0, ge=0, description="Seconds before the first rerun; doubles with each retry.")
     lost_run_seconds: float = Field(
-        4 * 3600.0, gt=0, description="A RUNNING job not pinged for this long is lost (above the FireWorks ping interval)."
+        4 * 3600.0, gt=0, description="A RUNNING job of a worker that is not uq-flows' (rlaunch, qlaunch with FireWorks' "
+        "1-hour ping) not pinged for this long is lost."
     )
+    heartbeat_seconds: float = Field(30.0, gt=0, description="How often uq-flows workers ping a running job's launch.")
+    lost_after_pings: int = Field(5, ge=2, description="A uq-flows worker's RUNNING job is lost after this many "
+                                                       "missed heartbeats (its worker died).")
 
     @model_validator(mode="before")
     @classmethod

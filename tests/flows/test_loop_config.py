@@ -50,3 +50,12 @@ def test_top_n_keeps_the_members_of_lowest_rmse(replay_folder):
         load_config(write(replay_folder, top_n=2))
     with pytest.raises(InputError, match="stored predictions .* do not exist"):
         load_config(write(replay_folder, members=["a=precomputed:a.extxyz", "x=precomputed:missing.extxyz"]))
+
+
+def test_two_loops_of_one_config_get_two_folders(tmp_path):
+    from uq_flows.flows.loop import loop_folder
+
+    base = {"elements": ["Cu"], "members": ["chgnet-0.3.0", "chgnet-0.2.0"], "workdir": str(tmp_path),
+            "select": {"formation_energy_prefilter": False}}
+    first, second = (LoopConfig(name=f"cu-2026120{k}", **base) for k in (1, 2))
+    assert loop_folder(first) == tmp_path / "cu-20261201" and loop_folder(second) == tmp_path / "cu-20261202"

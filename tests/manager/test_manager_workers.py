@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import sys
 import textwrap
 import time
 from collections import Counter
+from pathlib import Path
 
 import yaml
 
@@ -30,6 +32,7 @@ from uq_flows.manager.rocket import run_worker
 from uq_flows.manager.status import loop_status
 from uq_flows.manager.stores import open_jobstore
 from uq_flows.manager.submit import loop_fw_ids, submit_flow
+from uq_flows.settings import get_settings
 
 RLAUNCH = REPO / ".venv" / "bin" / "rlaunch"
 FWORKERS = REPO / "workflows" / "fireworks"
@@ -171,3 +174,40 @@ def test_embedded_sigkill_then_resume_in_a_new_process(tmp_path):
     # the last save was after job a: b is READY again (its checkout died with the process)
     assert result["ran"] == 2 and result["status"]["loops"][0]["states"] == {"COMPLETED": 3}
     assert sorted(json.loads(line)["tag"] for line in effects.read_text().splitlines()) == ["a", "b", "c"]
+
+
+def test_a_killed_pilot_is_found_by_its_missed_heartbeats_and_a_live_one_never(wire_db, tmp_path, monkeypatch):
+    """uq-flows worker pings every 0.5 s here; a job is lost after 4 missed heartbeats (2 s)
+    without any --lost-after: a live long job is left alone, a killed pilot's is rerun once."""
+    monkeypatch.setenv("UQ_FLOWS_HEARTBEAT_SECONDS", "0.5")
+    monkeypatch.setenv("UQ_FLOWS_LOST_AFTER_PINGS", "4")
+    get_settings.cache_clear()
+    lp = open_launchpad()
+    started = tmp_path / "b.started"
+    flow = chain(["a", "b", "c"], b={"first_sleep": 60, "started": str(started)})
+    submission = submit_flow(flow, lp, loop="loop-pilot")
+    uq_flows = str(Path(sys.executable).parent / "uq-flows")
+    pilot = subprocess.Popen([uq_flows, "worker", "--category", "cpu", "--idle-timeout", "60"],
+                             env=worker_env(), stdout=subprocess.DEVNULL, stderr=open(tmp_path / "p1.log", "w"),
+                             start_new_session=True, cwd=tmp_path)
+    b_id = submission.fw_ids[flow.jobs[1].uuid]
+    try:
+        wait_for(lambda: started.exists() or pilot.poll() is not None, timeout=60, what="job b to start")
+        time.sleep(3.0)  # longer than 4 heartbeats: a live pilot keeps pinging
+        alive = resume(lp, "loop-pilot", max_retries=2, backoff=0)
+        assert not alive.lost and _states(lp, "loop-pilot") == Counter(COMPLETED=1, RUNNING=1, WAITING=1)
+        assert loop_status(lp, "loop-pilot")["loops"][0]["silent"] == []
+        with_group(pilot, signal.SIGKILL)
+        pilot.wait(timeout=10)
+    finally:
+        stop_process(pilot)
+    time.sleep(3.0)
+    (silent,) = loop_status(lp, "loop-pilot")["loops"][0]["silent"]
+    assert silent["fw_id"] == b_id and silent["lost_after_s"] == 2.0 and silent["silent_s"] > 2.0
+    report = resume(lp, "loop-pilot", max_retries=2, backoff=0)
+    assert report.lost == [b_id] and [r["fw_id"] for r in report.rerun] == [b_id]
+    second = subprocess.run([uq_flows, "worker", "--category", "cpu", "--idle-timeout", "2", "--json"],
+                            env=worker_env(), capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert json.loads(second.stdout)["launched"] == 2, second.stderr[-2000:]
+    assert _states(lp, "loop-pilot") == Counter(COMPLETED=3)
+    assert sorted(e["tag"] for e in read_effects(wire_db)) == ["a", "b", "c"]  # nothing done twice

@@ -197,6 +197,10 @@ def _status_table(status: dict[str, Any]) -> None:
         jobs = ", ".join(f"{cat}: " + " ".join(f"{s.lower()} {n}" for s, n in states.items())
                          for cat, states in loop["jobs"].items())
         err.print(f"jobs by category: {jobs}", highlight=False)
+        for row in loop.get("silent") or []:
+            err.print(f"[yellow]job {row['fw_id']} {row['name']} is RUNNING but its worker has not pinged for "
+                      f"{row['silent_s']:.0f} s (dead?): resume reruns it after {row['lost_after_s']:.0f} s[/]",
+                      highlight=False)
         for fizzled in loop["fizzled"]:
             err.print(f"[red]failed job {fizzled['fw_id']} {fizzled['name']} ({fizzled['category']}): {fizzled['reason']}[/]",
                       highlight=False)

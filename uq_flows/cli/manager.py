@@ -59,7 +59,7 @@ def resume(
     iterations: Annotated[int | None, typer.Option("--iterations", min=1, help="Passes with --watch (default: until interrupted).")] = None,
     max_retries: Annotated[int | None, typer.Option("--max-retries", min=0, help="Reruns of a failed job (default: settings max_retries).")] = None,
     backoff: Annotated[float | None, typer.Option("--backoff", min=0, help="Seconds before the first rerun, doubling (default: settings retry_backoff).")] = None,
-    lost_after: Annotated[float | None, typer.Option("--lost-after", min=0, help="Seconds without a ping before a RUNNING job is lost (default: settings).")] = None,
+    lost_after: Annotated[float | None, typer.Option("--lost-after", min=0, help="Seconds without a ping before a RUNNING job is lost (default: lost_after_pings heartbeats of a uq-flows worker, lost_run_seconds for other workers).")] = None,
     run_local: Annotated[bool | None, typer.Option("--run-local/--no-run-local", help="Run ready jobs in this process (default: on the embedded launchpad).")] = None,
     launchpad: LaunchpadOption = None,
     jobstore: JobstoreOption = None,

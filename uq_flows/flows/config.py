@@ -160,7 +160,8 @@ class LoopConfig(_Strict):
     explore: ExploreConfig = Field(default_factory=ExploreConfig)
     select: SelectConfig = Field(default_factory=SelectConfig)
     convergence: ConvergenceConfig = Field(default_factory=ConvergenceConfig)
-    workdir: Path | None = Field(None, description="Shared folder for potential files (default: home/loops/NAME).")
+    workdir: Path | None = Field(None, description="Shared folder the loop's own folder (potential files, launches, log) "
+                                                   "goes in, as workdir/LOOP_ID (default: home/loops/LOOP_ID).")
 
     @model_validator(mode="after")
     def _teacher_by_member_name(self) -> LoopConfig:

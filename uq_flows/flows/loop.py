@@ -570,7 +570,9 @@ def _tagged(flow: Flow, config: LoopConfig, iteration: int) -> Flow:
 
 
 def loop_folder(config: LoopConfig) -> Path:
-    return Path(config.workdir or get_settings().home.expanduser() / "loops" / config.name)
+    """The loop's own folder (ACE files, launches, its log): under ``workdir`` when the config
+    names one, so a config submitted twice gives two folders."""
+    return Path(config.workdir or get_settings().home.expanduser() / "loops") / config.name
 
 
 def store_candidates(config: LoopConfig, candidates: list[StructureRecord]) -> StructureSet:

@@ -98,7 +98,7 @@ def loop_overview(lp: LaunchPad, store: JobStore, loop: str | None = None) -> di
         if state == "completed" and iterations and not iterations[-1]["converged"]:
             state = "running"  # the next iteration has not been added yet
         loops.append({"id": entry["loop"], "state": state, "iterations": iterations,
-                      "jobs": entry["categories"], "fizzled": entry["fizzled"]})
+                      "jobs": entry["categories"], "fizzled": entry["fizzled"], "silent": entry["silent"]})
     return {"loops": loops}
 
 

@@ -6,8 +6,10 @@ Retries are recorded in the firework's spec under ``_uq_retry``: ``{"count", "hi
 not run: a child that already consumed the failure (``_allow_fizzled_parents``, jobflow's
 ``OnMissing.NONE``) must not be rerun, or its work would be done twice. A lost run (RUNNING,
 no ping for ``lost_after`` seconds) is rerun through FireWorks' ``detect_lostruns`` under the
-same limit. Updates are conditional on the recorded count, so two resumers never rerun the
-same failure twice.
+same limit; "lost" means ``lost_after_pings`` missed heartbeats of the uq-flows worker that ran
+it (the interval its launch records), or ``lost_run_seconds`` for other workers, unless
+``lost_after`` is given. Updates are conditional on the recorded count, so two resumers never
+rerun the same failure twice.
 
 ``rebuild(launchpad, loop)`` is the loop's hook: after the reruns it is called for every loop
 in scope and may add the rest of a loop whose flow cannot continue; its results are reported.
@@ -22,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from uq_flows.manager.config import load_settings
-from uq_flows.manager.status import RETRY_KEY, fizzle_reason
+from uq_flows.manager.status import HEARTBEAT_KEY, RETRY_KEY, fizzle_reason, lost_after_of
 from uq_flows.manager.submit import list_loops, loop_fw_ids
 
 if TYPE_CHECKING:
@@ -68,11 +70,10 @@ def resume(
     settings = load_settings()
     max_retries = settings.max_retries if max_retries is None else max_retries
     backoff = settings.retry_backoff if backoff is None else backoff
-    lost_after = settings.lost_run_seconds if lost_after is None else lost_after
     now = now or _dt.datetime.now(_dt.UTC)
     scope = None if loop is None else loop_fw_ids(lp, loop)
     report = ResumeReport()
-    _rerun_lost(lp, scope, max_retries, lost_after, now, report)
+    _rerun_lost(lp, scope, max_retries, lost_after, settings, now, report)
     _rerun_fizzled(lp, scope, max_retries, backoff, now, report)
     if rebuild is not None:
         for name in [loop] if loop is not None else list_loops(lp):
@@ -138,15 +139,37 @@ def _claim(lp: LaunchPad, fw_id: int, state: str, old: dict, new: dict) -> bool:
     return result.modified_count == 1
 
 
-def _rerun_lost(lp, scope, max_retries, lost_after, now, report: ResumeReport) -> None:
+def _lost_groups(lp, scope, lost_after, settings) -> list[tuple[float, dict | None]]:
+    """(seconds without a ping after which a RUNNING launch is lost, the launches it applies to):
+    ``lost_after`` for all when given, else by the heartbeat each launch's worker recorded."""
+    if lost_after is not None:
+        return [(lost_after, None)]
+    query: dict = {"state": "RUNNING"}
+    if scope is not None:
+        query["fw_id"] = {"$in": scope}
+    groups: dict[float | None, float] = {}
+    for launch in lp.launches.find(query, {"fworker": 1}):
+        heartbeat = ((launch.get("fworker") or {}).get("env") or {}).get(HEARTBEAT_KEY)
+        groups[heartbeat] = lost_after_of(launch, settings)
+    return [(seconds, {f"fworker.env.{HEARTBEAT_KEY}": heartbeat if heartbeat else {"$exists": False}})
+            for heartbeat, seconds in groups.items()]
+
+
+def _rerun_lost(lp, scope, max_retries, lost_after, settings, now, report: ResumeReport) -> None:
     query = None if scope is None else {"fw_id": {"$in": scope}}
-    _, lost, inconsistent = lp.detect_lostruns(expiration_secs=lost_after, query=query, refresh=True)
-    report.lost = sorted(lost)
-    report.inconsistent = sorted(inconsistent)
+    lost, inconsistent, limit = [], [], {}
+    for seconds, launches in _lost_groups(lp, scope, lost_after, settings):
+        _, found, odd = lp.detect_lostruns(expiration_secs=seconds, query=query, launch_query=launches, refresh=True)
+        lost += found
+        inconsistent += odd
+        limit.update(dict.fromkeys(found, seconds))
+    report.lost = sorted(set(lost))
+    report.inconsistent = sorted(set(inconsistent))
     retry, give_up = [], []
-    reason = f"lost run: no ping for more than {lost_after:g} s (worker killed, out of time or node lost)"
-    for doc in lp.fireworks.find({"fw_id": {"$in": lost}}, {"fw_id": 1, "name": 1, f"spec.{RETRY_KEY}": 1}):
+    for doc in lp.fireworks.find({"fw_id": {"$in": report.lost}}, {"fw_id": 1, "name": 1, f"spec.{RETRY_KEY}": 1}):
         old = _retry_record(doc)
+        reason = (f"lost run: no heartbeat for more than {limit[doc['fw_id']]:g} s "
+                  "(worker killed, out of time or node lost)")
         entry = {"at": now.isoformat(), "kind": "lost", "reason": reason}
         if old["count"] < max_retries:
             new = {"count": old["count"] + 1, "history": [*old["history"], entry]}
@@ -158,10 +181,12 @@ def _rerun_lost(lp, scope, max_retries, lost_after, now, report: ResumeReport) -
             if _claim(lp, doc["fw_id"], "RUNNING", old, new):
                 give_up.append(doc["fw_id"])
                 report.exhausted.append({"fw_id": doc["fw_id"], "name": doc.get("name"), "retries": old["count"], "reason": reason})
+    # each was found lost under its own limit: act on them under the smallest
     if retry:
-        lp.detect_lostruns(expiration_secs=lost_after, rerun=True, query={"fw_id": {"$in": retry}})
+        lp.detect_lostruns(expiration_secs=min(limit[i] for i in retry), rerun=True, query={"fw_id": {"$in": retry}})
     if give_up:
-        lp.detect_lostruns(expiration_secs=lost_after, fizzle=True, query={"fw_id": {"$in": give_up}})
+        lp.detect_lostruns(expiration_secs=min(limit[i] for i in give_up), fizzle=True,
+                           query={"fw_id": {"$in": give_up}})
 
 
 def _rerun_fizzled(lp, scope, max_retries, backoff, now, report: ResumeReport) -> None:

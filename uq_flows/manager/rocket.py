@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from uq_flows.manager.status import ACTIVE_STATES
+from uq_flows.manager.status import ACTIVE_STATES, HEARTBEAT_KEY
 
 if TYPE_CHECKING:
     from fireworks import LaunchPad
@@ -71,9 +71,12 @@ def run_worker(
     Idle means nothing READY, RUNNING or RESERVED in scope (``idle_checks`` times), or, for a
     pilot (``idle_timeout``), nothing of its category to run for ``idle_timeout`` seconds:
     a pilot does not hold its allocation while other queues' jobs run."""
+    import fireworks.core.rocket
     from fireworks import FWorker
     from fireworks.core.rocket_launcher import launch_rocket
     from fireworks.utilities.fw_utilities import create_datestamp_dir
+
+    from uq_flows.settings import get_settings
 
     from uq_flows.manager.launchpad import archive_completed_workflows, save_launchpad
     from uq_flows.manager.submit import loop_fw_ids
@@ -85,13 +88,18 @@ def run_worker(
     launched, idle, start_dir, began = 0, 0, os.getcwd(), time.monotonic()
     last_work = began
     rocket_stdout = _log_stream(log_file) if log_file else None
+    # the heartbeat: rockets ping their launch this often, and the launch records it (its fworker's
+    # env), so resume knows when this worker's job is lost (``heartbeat_seconds`` × ``lost_after_pings``)
+    heartbeat = get_settings().heartbeat_seconds
+    fireworks.core.rocket.PING_TIME_SECS = heartbeat
     try:
         while deadline is None or time.monotonic() < deadline:
             if max_launches and launched >= max_launches:
                 break
             # a loop's workflows grow when jobs replace themselves: rescope every time
             scope = {} if loop is None else {"fw_id": {"$in": loop_fw_ids(lp, loop)}}
-            fworker = FWorker(name=name or f"uq-flows-{category or 'any'}", **worker_selection(category, scope))
+            fworker = FWorker(name=name or f"uq-flows-{category or 'any'}", env={HEARTBEAT_KEY: heartbeat},
+                              **worker_selection(category, scope))
             if lp.run_exists(fworker):
                 idle = 0
                 workdir = create_datestamp_dir(str(root), logger, prefix="launcher_")

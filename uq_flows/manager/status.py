@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
+from uq_flows.manager.config import load_settings
 from uq_flows.manager.submit import LOOP_KEY, loop_workflows
 
 if TYPE_CHECKING:
@@ -30,12 +31,48 @@ def fizzle_reason(lp: LaunchPad, fw_doc: dict[str, Any]) -> str:
     return "fizzled without a recorded exception"
 
 
+HEARTBEAT_KEY = "uq_flows_heartbeat"  # a launch's fworker.env: its uq-flows worker's ping interval (s)
+
+
+def lost_after_of(launch: dict, settings) -> float:
+    """Seconds without a ping after which this RUNNING launch is lost: ``lost_after_pings``
+    heartbeats of the uq-flows worker that runs it, or ``lost_run_seconds`` for other workers."""
+    heartbeat = ((launch.get("fworker") or {}).get("env") or {}).get(HEARTBEAT_KEY)
+    return settings.lost_after_pings * float(heartbeat) if heartbeat else settings.lost_run_seconds
+
+
+def silent_runs(lp: LaunchPad, fw_ids: list[int] | None, settings, now=None) -> list[dict]:
+    """RUNNING launches (of ``fw_ids``) whose worker has missed at least two heartbeats:
+    ``{fw_id, launch_id, silent_s, lost_after_s}``, the worker probably dead."""
+    import datetime as dt
+
+    now = now or dt.datetime.now(dt.UTC)
+    query: dict[str, Any] = {"state": "RUNNING"}
+    if fw_ids is not None:
+        if not fw_ids:  # nothing running (and an empty $in is not every server's friend)
+            return []
+        query["fw_id"] = {"$in": list(fw_ids)}
+    rows = []
+    for launch in lp.launches.find(query, {"fw_id": 1, "launch_id": 1, "fworker": 1, "state_history": 1}):
+        pings = [h.get("updated_on") for h in launch.get("state_history") or [] if h.get("state") == "RUNNING"]
+        if not pings or not pings[-1]:
+            continue
+        last = pings[-1] if isinstance(pings[-1], dt.datetime) else dt.datetime.fromisoformat(str(pings[-1]))
+        last = last if last.tzinfo else last.replace(tzinfo=dt.UTC)
+        silent, lost_after = (now - last).total_seconds(), lost_after_of(launch, settings)
+        if silent > 2 * lost_after / settings.lost_after_pings:
+            rows.append({"fw_id": launch["fw_id"], "launch_id": launch["launch_id"], "silent_s": round(silent, 1),
+                         "lost_after_s": lost_after})
+    return rows
+
+
 def loop_status(lp: LaunchPad, loop: str | None = None) -> dict[str, Any]:
     """``{"loops": [...]}``: per loop (or the one asked for) its workflows, state counts, failures.
 
     Each loop entry: ``loop``, ``state`` (COMPLETED, FIZZLED, RUNNING, READY, WAITING...),
     ``n_fireworks``, ``states`` {state: n}, ``categories`` {category: {state: n}},
-    ``workflows`` [{fw_id, name, state}], ``fizzled`` [{fw_id, name, category, retries, reason}].
+    ``workflows`` [{fw_id, name, state}], ``fizzled`` [{fw_id, name, category, retries, reason}],
+    ``silent`` [{fw_id, name, launch_id, silent_s, lost_after_s}]: RUNNING with two or more missed heartbeats.
     Workflows without a loop id are grouped under ``loop: null``.
     """
     from uq_flows.manager.launchpad import archived_workflows
@@ -88,7 +125,13 @@ def _summary(lp: LaunchPad, loop: str | None, workflows: list[dict], archived: l
               for wf in workflows),
         ],
         "fizzled": sorted(fizzled, key=lambda row: row["fw_id"]),
+        "silent": _named(silent_runs(lp, [d["fw_id"] for d in docs if d["state"] == "RUNNING"], load_settings()),
+                         {d["fw_id"]: d.get("name") for d in docs}),
     }
+
+
+def _named(rows: list[dict], names: dict[int, str | None]) -> list[dict]:
+    return [{**row, "name": names.get(row["fw_id"])} for row in rows]
 
 
 def overall_state(states: Counter | dict[str, int]) -> str:
