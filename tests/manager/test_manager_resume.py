@@ -80,3 +80,17 @@ def test_resume_is_scoped_to_its_loop_and_watch_is_bounded(wire_db, tmp_path):
     assert sleeps == [7, 7]
     two = loop_status(lp, "two")["loops"][0]
     assert two["fizzled"][0]["retries"] == 0  # the other loop was not touched
+
+
+def test_resume_without_a_loop_leaves_other_tools_workflows_alone(wire_db, tmp_path):
+    lp = open_launchpad()
+    theirs = chain(["foreign"], foreign={"fail": True})
+    foreign = submit_flow(theirs, lp).fw_ids[theirs.jobs[0].uuid]  # not a uq-flows loop (an atomate2 user's)
+    ours = chain(["bad"], bad={"fail": True})
+    bad = submit_flow(ours, lp, loop="ours").fw_ids[ours.jobs[0].uuid]
+    assert _work(lp, None, tmp_path) == 2
+    report = resume(lp, max_retries=2, backoff=0)
+    assert [row["fw_id"] for row in report.rerun] == [bad]
+    assert lp.fireworks.find_one({"fw_id": foreign})["state"] == "FIZZLED"
+    everything = resume(lp, max_retries=2, backoff=0, all_workflows=True)
+    assert [row["fw_id"] for row in everything.rerun] == [foreign]

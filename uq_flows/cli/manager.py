@@ -54,13 +54,14 @@ def doctor(
 @app.command()
 @guard
 def resume(
-    loop: Annotated[str | None, typer.Argument(help="Loop id (default: every workflow on the launchpad).")] = None,
+    loop: Annotated[str | None, typer.Argument(help="Loop id (default: every uq-flows loop on the launchpad).")] = None,
     watch: Annotated[float | None, typer.Option("--watch", min=0.1, help="Repeat every SECONDS until interrupted (or --iterations).")] = None,
     iterations: Annotated[int | None, typer.Option("--iterations", min=1, help="Passes with --watch (default: until interrupted).")] = None,
     max_retries: Annotated[int | None, typer.Option("--max-retries", min=0, help="Reruns of a failed job (default: settings max_retries).")] = None,
     backoff: Annotated[float | None, typer.Option("--backoff", min=0, help="Seconds before the first rerun, doubling (default: settings retry_backoff).")] = None,
     lost_after: Annotated[float | None, typer.Option("--lost-after", min=0, help="Seconds without a ping before a RUNNING job is lost (default: lost_after_pings heartbeats of a uq-flows worker, lost_run_seconds for other workers).")] = None,
     run_local: Annotated[bool | None, typer.Option("--run-local/--no-run-local", help="Run ready jobs in this process (default: on the embedded launchpad).")] = None,
+    all_workflows: Annotated[bool, typer.Option("--all-workflows", help="Without LOOP: also rerun failed jobs of workflows that are not uq-flows loops (another tool's).")] = False,
     launchpad: LaunchpadOption = None,
     jobstore: JobstoreOption = None,
     json_out: JsonOption = False,
@@ -110,7 +111,7 @@ def resume(
             reports = watch_loop(
                 lp, loop, interval=watch or 0.0, iterations=(1 if watch is None else iterations),
                 after_pass=after_pass, on_report=on_report, rebuild=rebuild_loop,
-                max_retries=max_retries, backoff=backoff, lost_after=lost_after,
+                max_retries=max_retries, backoff=backoff, lost_after=lost_after, all_workflows=all_workflows,
             )
             status = loop_status(lp, loop)
             where = describe_launchpad(lp)

@@ -63,18 +63,24 @@ def resume(
     lost_after: float | None = None,
     rebuild: Rebuild | None = None,
     now: _dt.datetime | None = None,
+    all_workflows: bool = False,
 ) -> ResumeReport:
-    """One resume pass over ``loop`` (or the whole launchpad); defaults from settings."""
+    """One resume pass over ``loop``, or every uq-flows loop on the launchpad (every workflow
+    with ``all_workflows``: another tool's too); defaults from settings."""
     from uq_flows.manager.launchpad import save_launchpad
 
     settings = load_settings()
     max_retries = settings.max_retries if max_retries is None else max_retries
     backoff = settings.retry_backoff if backoff is None else backoff
     now = now or _dt.datetime.now(_dt.UTC)
-    scope = None if loop is None else loop_fw_ids(lp, loop)
+    if loop is not None:
+        scope = loop_fw_ids(lp, loop)
+    else:
+        scope = None if all_workflows else [fw_id for name in list_loops(lp) for fw_id in loop_fw_ids(lp, name)]
     report = ResumeReport()
-    _rerun_lost(lp, scope, max_retries, lost_after, settings, now, report)
-    _rerun_fizzled(lp, scope, max_retries, backoff, now, report)
+    if scope is None or scope:  # an empty scope has nothing to rerun
+        _rerun_lost(lp, scope, max_retries, lost_after, settings, now, report)
+        _rerun_fizzled(lp, scope, max_retries, backoff, now, report)
     if rebuild is not None:
         for name in [loop] if loop is not None else list_loops(lp):
             result = rebuild(lp, name)
