@@ -15,11 +15,13 @@ PYTHON313 ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.13*/bin/python3.13
 setup: $(VENV)/.installed $(FIT_VENV)/.installed $(MONGO_VENV)/.installed cp2k
 fit-env: $(FIT_VENV)/.installed
 
-# torch==2.13.0 first: the CPU build (a bare or looser torch requirement pulls a multi-GB CUDA build).
+# torch==2.13.0 first: the CPU build here (a bare or looser torch requirement pulls a multi-GB CUDA
+# build). GPU nodes: make setup TORCH_INDEX=https://download.pytorch.org/whl/cu124 (PyTorch's CUDA wheels).
+TORCH_INDEX ?=
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[all,test]'
 	touch $@
 

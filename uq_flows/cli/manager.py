@@ -150,6 +150,7 @@ def worker(
     category: Annotated[str | None, typer.Option("--category", help="Run fireworks of this queue category (gpu, cpu; default: any).")] = None,
     idle_timeout: Annotated[float, typer.Option("--idle-timeout", min=0, help="Stop after this many seconds with nothing of the category to run.")] = 120.0,
     max_jobs: Annotated[int, typer.Option("--max-jobs", min=0, help="Stop after this many jobs (0: no limit).")] = 0,
+    timeout: Annotated[float | None, typer.Option("--timeout", min=1, help="Take no new job after this many seconds (set it under the allocation's walltime).")] = None,
     loop: Annotated[str | None, typer.Option("--loop", help="Only fireworks of this loop.")] = None,
     name: Annotated[str | None, typer.Option("--name", help="Worker name recorded in the launches (default: uq-flows-CATEGORY-HOST-PID).")] = None,
     launch_dir: Annotated[Path | None, typer.Option("--launch-dir", help="Folder for the launcher_* run folders (default: $UQ_FLOWS_HOME/launches).")] = None,
@@ -181,7 +182,8 @@ def worker(
                       + (f" (log: {log_file_path()})" if log_file_path() else ""), highlight=False)
             launched = run_worker(lp, category, name=name, loop=loop,
                                   launch_dir=launch_dir or Path(settings.home).expanduser() / "launches",
-                                  max_launches=max_jobs, idle_timeout=idle_timeout, log_file=log_file_path(),
+                                  max_launches=max_jobs, idle_timeout=idle_timeout, timeout=timeout,
+                                  log_file=log_file_path(),
                                   progress=lambda line: err.print(line, highlight=False))
         finally:
             close_launchpad(lp)
@@ -191,3 +193,47 @@ def worker(
               highlight=False)
     if json_out:
         emit({"worker": name, "category": category, "launched": launched, "stopped": stopped})
+
+
+@app.command("hpc-templates")
+@guard
+def hpc_templates(
+    out: Annotated[Path, typer.Option("--out", help="Folder for the cluster files (created).")],
+    db_uri: Annotated[str | None, typer.Option("--db-uri", help="MongoDB URI every worker reaches (default: the settings' db_uri).")] = None,
+    scheduler: Annotated[str, typer.Option("--scheduler", help="Queue system (slurm).")] = "slurm",
+    gpu_partition: Annotated[str, typer.Option("--gpu-partition", help="SLURM partition of gpu jobs (uMLIPs, MD, CAGO).")] = "gpu",
+    cpu_partition: Annotated[str, typer.Option("--cpu-partition", help="SLURM partition of cpu jobs (DFT, fits, selection).")] = "cpu",
+    gpu_cpus: Annotated[int, typer.Option("--gpu-cpus", min=1, help="CPUs of a gpu pilot.")] = 1,
+    cpu_cpus: Annotated[int | None, typer.Option("--cpu-cpus", min=1, help="CPUs of a cpu pilot (default: a node of the partition, else 1).")] = None,
+    gpus: Annotated[int, typer.Option("--gpus", min=0, help="GPUs of a gpu pilot (--gres=gpu:N; 0: none).")] = 1,
+    walltime: Annotated[str, typer.Option("--walltime", help="Allocation of each pilot, HH:MM:SS.")] = "12:00:00",
+    account: Annotated[str | None, typer.Option("--account", help="SLURM account.")] = None,
+    idle_timeout: Annotated[float, typer.Option("--idle-timeout", min=0, help="A pilot leaves after this many idle seconds.")] = 300.0,
+    json_out: JsonOption = False,
+) -> None:
+    """Render this installation's cluster files: worker.env, launchpad, fworkers, FW_config, pilot queue adapters."""
+    from uq_flows.manager.config import load_settings
+    from uq_flows.manager.hpc import ClusterTemplates, QueueResources, cuda_build, partition_cpus, render
+
+    if scheduler != "slurm":
+        fail(f"--scheduler {scheduler}: only slurm is rendered (FireWorks' other adapters can take the same pilots)")
+    if out.exists() and not out.is_dir():
+        fail(f"--out {out}: not a folder")
+    settings = load_settings()
+    uri = db_uri or (settings.db_uri.get_secret_value() if settings.db_uri else None)
+    if not uri or not uri.startswith(("mongodb://", "mongodb+srv://")):
+        fail("give --db-uri mongodb://USER:PASSWORD@HOST:PORT/DATABASE (or set db_uri): every worker needs the server")
+    queues = {"gpu": QueueResources(gpu_partition, gpu_cpus, walltime, gpus=gpus),
+              "cpu": QueueResources(cpu_partition, cpu_cpus or partition_cpus(cpu_partition) or 1, walltime)}
+    written = render(ClusterTemplates(db_uri=uri, queues=queues, account=account, idle_timeout=idle_timeout,
+                                      home=Path(settings.home).expanduser(), heartbeat=settings.heartbeat_seconds), out)
+    cuda = cuda_build()
+    if not cuda:
+        err.print("[yellow]this installation's torch is CPU-only: gpu pilots run their models on the CPU "
+                  "(UQ_FLOWS_DEVICE=cpu). For GPUs: make setup TORCH_INDEX=https://download.pytorch.org/whl/cu124[/]",
+                  highlight=False)
+    err.print(f"wrote {len(written)} files to {out}; then:\n  source {out / 'worker.env'}\n"
+              f"  uq-flows submit my_loop.yaml\n  {out / 'launch_pilots.sh'}", highlight=False)
+    if json_out:
+        emit({"out": str(out), "files": [str(p) for p in written], "cuda": cuda,
+              "queues": {k: vars(v) for k, v in queues.items()}})

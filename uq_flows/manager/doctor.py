@@ -125,6 +125,7 @@ def run_doctor(
     rows.append(Check("settings", OK, f"home {Path(settings.home).expanduser()}; config {source}"
                       f"{'' if Path(source).expanduser().exists() else ' (absent: defaults)'}"))
     rows += _environments()
+    rows.append(_device(settings.device))
     rows += _members(load_models)
     required = set(require)
     unknown = required - set(EXECUTABLES)
@@ -145,6 +146,29 @@ def run_doctor(
     if database:
         rows += _databases(settings)
     return _result(rows)
+
+
+def _device(device: str) -> Check:
+    """The torch device of the settings can be used here (a CPU-only torch cannot use cuda)."""
+    try:
+        import torch
+    except ImportError:
+        return Check("device", WARN, f"{device}: torch is not installed", "pip install 'uq-flows[umlip]'")
+    if device.startswith("cuda"):
+        if torch.version.cuda is None:
+            return Check("device", FAIL, f"{device}: this torch {torch.__version__} is a CPU-only build",
+                         "install a CUDA torch (make setup TORCH_INDEX=https://download.pytorch.org/whl/cu124) "
+                         "or set UQ_FLOWS_DEVICE=cpu")
+        if not torch.cuda.is_available():
+            return Check("device", FAIL, f"{device}: torch {torch.__version__} (CUDA {torch.version.cuda}) sees no GPU",
+                         "run on a GPU node, or set UQ_FLOWS_DEVICE=cpu")
+        return Check("device", OK, f"{device}: {torch.cuda.get_device_name(0)}")
+    if device != "cpu":
+        try:
+            torch.empty(1, device=device)
+        except Exception as error:
+            return Check("device", FAIL, f"{device}: {error}", "set UQ_FLOWS_DEVICE=cpu or cuda")
+    return Check("device", OK, f"{device} (torch {torch.__version__})")
 
 
 def _result(rows: list[Check]) -> dict[str, Any]:
