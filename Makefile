@@ -10,7 +10,7 @@ MONGO_VENV := .venv-mongo
 # pyenv's python3.13 shim may not run: prefer the real interpreter
 PYTHON313 ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.13*/bin/python3.13) python3.13)
 
-.PHONY: setup cp2k fit-env bench-env mongo-env demo score-examples notebooks test test-fast benchmarks benchmark-campaign clean
+.PHONY: setup cp2k fit-env bench-env mongo-env demo slurm-demo score-examples notebooks test test-fast benchmarks benchmark-campaign clean
 
 setup: $(VENV)/.installed $(FIT_VENV)/.installed $(MONGO_VENV)/.installed cp2k
 fit-env: $(FIT_VENV)/.installed
@@ -58,6 +58,11 @@ cp2k:
 # the demo needs the main environment and CP2K only (linear ACE; embedded databases)
 demo: $(VENV)/.installed cp2k
 	$(BIN)/uq-flows run workflows/demo.yaml
+
+# the demo loop on a real single-node SLURM (root: installs slurm-wlm and munge, starts and stops
+# them) with pilot workers from `uq-flows hpc-templates`; prints one JSON object
+slurm-demo: $(VENV)/.installed $(MONGO_VENV)/.installed cp2k
+	$(BIN)/python benchmarks/slurm_demo.py
 
 score-examples: $(VENV)/.installed
 	$(BIN)/uq-flows score examples/structures $(addprefix --model ,$(MEMBERS)) --out scored.extxyz

@@ -38,7 +38,7 @@ def test_the_rendered_files_name_this_installation_and_keep_the_secret_private(t
     launchpad = yaml.safe_load((folder / "my_launchpad.yaml").read_text())
     assert launchpad["host"] == URI and launchpad["uri_mode"] and launchpad["name"] == "uq"
     assert yaml.safe_load((folder / "FW_config.yaml").read_text())["PING_TIME_SECS"] == 30
-    assert "qlaunch" in (folder / "launch_pilots.sh").read_text()
+    assert f"{Path(sys.executable).parent / 'qlaunch'} -l" in (folder / "launch_pilots.sh").read_text()
 
 
 def test_resources_that_do_not_fit_and_a_missing_server_are_refused(tmp_path, monkeypatch):

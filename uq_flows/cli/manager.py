@@ -170,6 +170,8 @@ def worker(
     use_databases(launchpad, jobstore)
     if launch_dir is not None and launch_dir.exists() and not launch_dir.is_dir():
         fail(f"--launch-dir {launch_dir}: not a folder")
+    if name is None and os.environ.get("SLURM_JOB_ID"):  # a pilot: its partition and job in every launch
+        name = f"uq-flows-{category or 'any'}-{os.environ.get('SLURM_JOB_PARTITION', '')}-{os.environ['SLURM_JOB_ID']}"
     name = name or f"uq-flows-{category or 'any'}-{socket.gethostname()}-{os.getpid()}"
     with quiet_stdout():
         settings = load_settings()
@@ -209,6 +211,7 @@ def hpc_templates(
     walltime: Annotated[str, typer.Option("--walltime", help="Allocation of each pilot, HH:MM:SS.")] = "12:00:00",
     account: Annotated[str | None, typer.Option("--account", help="SLURM account.")] = None,
     idle_timeout: Annotated[float, typer.Option("--idle-timeout", min=0, help="A pilot leaves after this many idle seconds.")] = 300.0,
+    max_queued: Annotated[int, typer.Option("--max-queued", min=1, help="Queue jobs of yours qlaunch keeps in SLURM at most (pending or running).")] = 4,
     json_out: JsonOption = False,
 ) -> None:
     """Render this installation's cluster files: worker.env, launchpad, fworkers, FW_config, pilot queue adapters."""
@@ -226,6 +229,7 @@ def hpc_templates(
     queues = {"gpu": QueueResources(gpu_partition, gpu_cpus, walltime, gpus=gpus),
               "cpu": QueueResources(cpu_partition, cpu_cpus or partition_cpus(cpu_partition) or 1, walltime)}
     written = render(ClusterTemplates(db_uri=uri, queues=queues, account=account, idle_timeout=idle_timeout,
+                                      max_queued=max_queued,
                                       home=Path(settings.home).expanduser(), heartbeat=settings.heartbeat_seconds), out)
     cuda = cuda_build()
     if not cuda:

@@ -617,6 +617,7 @@ def _as_iteration(config: LoopConfig, pool: StructureSet) -> StructureSet:
 
 @job
 def store_batch(config: LoopConfig, iteration: int, records: list[StructureRecord]) -> StructureSet:
+    """``records`` stored as the candidates of ``iteration``; their reference."""
     with Campaign.open() as campaign:
         return campaign.add_structures(config.name, iteration, records, chunk_size=config.chunk_size,
                                        max_chunks=config.max_chunks)

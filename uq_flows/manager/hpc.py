@@ -53,6 +53,7 @@ class ClusterTemplates:
     queues: dict[str, QueueResources]
     account: str | None = None
     idle_timeout: float = 300.0
+    max_queued: int = 4  # qlaunch -m: the user's queue jobs (pending or running) qlaunch keeps at most
     home: Path = field(default_factory=lambda: Path.home() / ".uq-flows")
     device: str | None = None  # None: cuda for gpu pilots when this torch has CUDA, else cpu
     heartbeat: float = 30.0
@@ -153,10 +154,11 @@ def render(templates: ClusterTemplates, out: Path) -> list[Path]:
             adapter["mem"] = f"{queue.memory_mb}M"
         write(f"qadapter_{category}.yaml", yaml.safe_dump(adapter, sort_keys=False))
     (out / "logs").mkdir(exist_ok=True)
+    qlaunch = Path(sys.executable).parent / "qlaunch"  # this installation's FireWorks
     commands = "\n".join(
-        f"qlaunch -l {out / 'my_launchpad.yaml'} -w {out / f'fworker_{category}.yaml'} "
-        f"-q {out / f'qadapter_{category}.yaml'} rapidfire --nlaunches infinite -m {2 if category == 'gpu' else 4} "
-        f"--sleep 30 &" for category in templates.queues)
+        f"{qlaunch} -l {out / 'my_launchpad.yaml'} -w {out / f'fworker_{category}.yaml'} "
+        f"-q {out / f'qadapter_{category}.yaml'} rapidfire --nlaunches infinite -m {templates.max_queued} "
+        f"--sleep 15 &" for category in templates.queues)
     write("launch_pilots.sh", "#!/bin/bash\n# keeps pilots queued while jobs of their category are ready "
           "(run on the login node, e.g. in tmux)\n" + f"source {out / 'worker.env'}\n{commands}\nwait\n")
     os.chmod(out / "launch_pilots.sh", 0o755)
