@@ -224,8 +224,10 @@ def run(config: Path, folder: Path, timeout: float) -> dict:
             env.pop("UQ_FLOWS_LAUNCHPAD_FILE", None)
             env.pop("UQ_FLOWS_JOBSTORE_FILE", None)
             uq_flows("hpc-templates", "--out", str(folder / "hpc"), "--gpu-partition", "gpu", "--cpu-partition", "cpu",
-                     "--gpu-cpus", "1", "--cpu-cpus", "1", "--walltime", "01:00:00", "--idle-timeout", "60",
-                     "--max-queued", "2", env=env)
+                     # one pilot per category, each on one of the node's cores: neither blocks the other,
+                     # and a pilot outlives the other category's stages (the longest, DFT, runs ~90 s here)
+                     "--gpu-cpus", "1", "--cpu-cpus", "1", "--walltime", "01:00:00", "--idle-timeout", "300",
+                     "--max-queued", "1", env=env)
             started = dt.datetime.now(dt.UTC)
             loop = uq_flows("submit", str(config), "--json", env=env).stdout
             loop = json.loads(loop)["loop"]
