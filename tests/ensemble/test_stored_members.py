@@ -70,10 +70,14 @@ def test_stored_member_forms_are_checked(tmp_path):
     spec = parse_member(f"precomputed-per-atom:{tmp_path}")  # a folder is a structure source too
     assert spec.kind == "precomputed" and spec.kwargs_dict() == {"energy": "per-atom"} and spec.name == tmp_path.name
     twice = emt_dataset(2)
-    twice[1] = twice[0]
+    twice[1] = twice[0]  # stored twice with one answer: fine
     write_extxyz(tmp_path / "twice.extxyz", twice)
-    with pytest.raises(MemberError, match="same content id"):
-        predict_member(parse_member(f"t=precomputed:{tmp_path / 'twice.extxyz'}"), unlabelled(twice[:1]))
+    same = predict_member(parse_member(f"t=precomputed:{tmp_path / 'twice.extxyz'}"), unlabelled(twice[:1]))
+    assert same.status == ["ok"] and same.energies[0] == pytest.approx(twice[0].get_potential_energy())
+    twice[1] = with_labels(twice[0].copy(), twice[0].get_potential_energy() + 1.0, twice[0].get_forces())
+    write_extxyz(tmp_path / "ambiguous.extxyz", twice)
+    with pytest.raises(MemberError, match="same content id .* but different labels"):
+        predict_member(parse_member(f"u=precomputed:{tmp_path / 'ambiguous.extxyz'}"), unlabelled(twice[:1]))
 
 
 def test_score_and_measure_rmse_with_stored_members(stored, tmp_path):

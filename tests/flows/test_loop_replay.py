@@ -86,3 +86,21 @@ def test_a_pool_campaign_takes_batches_until_the_pool_is_used_up(tmp_path):
         taken = [row["id"] for row in campaign["campaign_structures"].find(
             {"loop": loop["id"], "iteration": {"$gte": 0}}, {"id": 1, "stage": 1}) if row["stage"] != "explored"]
     assert len(taken) == len(set(taken)) == 12  # every pool structure taken once
+
+
+def test_an_ambiguous_dataset_stops_the_loop_before_anything_is_stored(tmp_path):
+    pool = emt_dataset(4)
+    write_extxyz(tmp_path / "pool.extxyz", pool)
+    clash = [*pool, with_labels(pool[0].copy(), pool[0].get_potential_energy() + 1.0, pool[0].get_forces())]
+    write_extxyz(tmp_path / "dft.extxyz", clash)
+    write_extxyz(tmp_path / "a.extxyz", perturbed(pool, 0.02, 1))
+    write_extxyz(tmp_path / "b.extxyz", perturbed(pool, 0.04, 2))
+    config = {"name": "clash", "elements": ["Cu"], "structures": ["pool.extxyz"], "generate": None,
+              "members": ["a=precomputed:a.extxyz", "b=precomputed:b.extxyz"], "teacher": {"energy_from": "a"},
+              "dft": {"labeller": "dataset", "dataset": "dft.extxyz"},
+              "select": {"formation_energy_prefilter": False}}
+    (tmp_path / "loop.yaml").write_text(yaml.safe_dump(config))
+    result = run("run", tmp_path / "loop.yaml", "--json", expect=2)
+    assert "structures 0 and 4 have the same" in json.loads(result.stdout)["error"]["message"]
+    with Campaign.open() as campaign:
+        assert campaign.loops() == []  # nothing stored, nothing submitted

@@ -30,6 +30,17 @@ from uq_flows.cli.common import (
 ConfigArgument = Annotated[Path, typer.Argument(help="Loop configuration (YAML), e.g. workflows/demo.yaml.")]
 
 
+def _read_stored_models(config) -> None:
+    """Stored predictions and a replayed dataset are read once before anything is stored or
+    submitted: an unreadable or ambiguous file is bad input, not a failure of every label job."""
+    from uq_flows.ensemble.members import load_calculator, parse_member
+
+    texts = {*config.members, config.teacher.energy_from, config.teacher.forces_from, config.dft.reference_model()}
+    for spec in (parse_member(text) for text in texts - {None}):
+        if spec.kind == "precomputed":
+            load_calculator(spec)
+
+
 def _prepare(config_path: Path):
     """Config with the loop id and the initial candidates; executables checked; nothing stored or submitted."""
     from uq_flows.explore.generators import starting_set
@@ -50,6 +61,7 @@ def _prepare(config_path: Path):
         config = config.model_copy(update={"dft": config.dft.model_copy(
             update={"labeller": "calculator", "calculator": config.dft.fallback_calculator})})
     require_executables(config.required_executables())
+    _read_stored_models(config)
     structures = read_many(config.structures) if config.structures else []
     if config.pool is not None:
         structures = read_many(config.pool.structures)

@@ -50,8 +50,8 @@ class StoredPredictions(Calculator):
         for index, atoms in enumerate(stored):
             uq_id = atoms.info.get("uq_id")
             if uq_id not in (None, ""):
-                _add_once(self._by_uq_id, str(uq_id), index, self.path, "uq_id")
-            _add_once(self._by_content, structure_id(atoms, decimals), index, self.path, "content id")
+                self._add_once(self._by_uq_id, str(uq_id), index, "uq_id")
+            self._add_once(self._by_content, structure_id(atoms, decimals), index, "content id")
 
     def __len__(self) -> int:
         return len(self._energies)
@@ -81,11 +81,13 @@ class StoredPredictions(Calculator):
             self.results["stress"] = self._stresses[index].copy()
 
 
-def _add_once(table: dict[str, int], key: str, index: int, path: Path, kind: str) -> None:
-    if key in table:
-        raise InputError(f"{path}: structures {table[key]} and {index} have the same {kind} {key}: "
-                         "stored predictions must name each structure once")
-    table[key] = index
+    def _add_once(self, table: dict[str, int], key: str, index: int, kind: str) -> None:
+        """Index ``key``; a structure stored twice is fine with the same labels, ambiguous with others."""
+        first = table.setdefault(key, index)
+        if first != index and not (np.isclose(self._energies[first], self._energies[index], rtol=0, atol=1e-9)
+                                   and np.array_equal(self._forces[first], self._forces[index])):
+            raise InputError(f"{self.path}: structures {first} and {index} have the same {kind} {key} but different "
+                             "labels: stored predictions must give each structure one answer")
 
 
 def _stress(atoms: Atoms) -> np.ndarray | None:
