@@ -21,6 +21,9 @@ from uq_flows.io import read_labels, read_structures
 from uq_flows.records import structure_id
 
 
+SAME_LABEL = 1e-4  # eV and eV/Å: one structure's two stored labels that agree this well are one answer
+
+
 class MissingPrediction(LookupError):
     """The stored file has no prediction for this structure."""
 
@@ -82,10 +85,11 @@ class StoredPredictions(Calculator):
 
 
     def _add_once(self, table: dict[str, int], key: str, index: int, kind: str) -> None:
-        """Index ``key``; a structure stored twice is fine with the same labels, ambiguous with others."""
+        """Index ``key``; a structure stored twice is fine with the same labels (to 1e-4 eV and eV/Å: a
+        float32 model's two runs differ by 1e-6), ambiguous with others."""
         first = table.setdefault(key, index)
-        if first != index and not (np.isclose(self._energies[first], self._energies[index], rtol=0, atol=1e-9)
-                                   and np.array_equal(self._forces[first], self._forces[index])):
+        if first != index and not (abs(self._energies[first] - self._energies[index]) <= SAME_LABEL
+                                   and np.allclose(self._forces[first], self._forces[index], rtol=0, atol=SAME_LABEL)):
             raise InputError(f"{self.path}: structures {first} and {index} have the same {kind} {key} but different "
                              "labels: stored predictions must give each structure one answer")
 
