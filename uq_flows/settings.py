@@ -44,7 +44,9 @@ class UqFlowsSettings(BaseSettings):
         4, ge=0, le=10, description="Decimals (Å) kept when hashing cells and positions."
     )
     uncertainty_variant: int = Field(1, ge=0, le=2, description="U variant (METHODS §1).")
-    cp2k_command: str = Field("cp2k.psmp", description="CP2K executable (name on PATH or path).")
+    cp2k_command: str = Field("cp2k.psmp", description="CP2K command: the executable (name on PATH or path), or a "
+                                                       "launcher line such as 'srun -n 32 cp2k.psmp' (cp2k_threads "
+                                                       "OpenMP threads per rank).")
     cp2k_data_dir: Path = Field(Path("/usr/share/cp2k"), description="CP2K basis and potential files.")
     cp2k_threads: int = Field(
         default_factory=lambda: min(2, os.cpu_count() or 1), ge=1, description="OMP_NUM_THREADS for CP2K."

@@ -107,6 +107,23 @@ def test_an_mpi_start_up_failure_is_run_again(si2, tmp_path):
     assert label.status == "ok" and label.provenance["mpi_start_retries"] == 1
 
 
+@pytest.mark.slow
+def test_cp2k_behind_mpirun_uses_the_ranks_and_gives_the_same_label(si2, tmp_path):
+    """The CP2K command may be a launcher line (srun or mpirun with the allocation's ranks)."""
+    ensure_cp2k()
+    if shutil.which("mpirun") is None:
+        pytest.skip("no mpirun here")
+    alone = Cp2kLabeller(FAST, threads=1).label(si2, "uq-one", tmp_path)
+    ranks = Cp2kLabeller(FAST, command="mpirun --allow-run-as-root --oversubscribe -np 2 cp2k.psmp",
+                         threads=1).label(si2, "uq-two", tmp_path)
+    assert alone.status == ranks.status == "ok" and ranks.provenance["command"].startswith("mpirun")
+    assert "Total number of message passing processes" in (tmp_path / "cp2k-uq-two" / "uq.out").read_text()
+    assert ranks.energy == pytest.approx(alone.energy, abs=1e-6)
+    np.testing.assert_allclose(ranks.forces, alone.forces, atol=1e-5)
+    missing = Cp2kLabeller(FAST, command="mpirun -np 2 no-such-cp2k").label(si2, "uq-x", tmp_path)
+    assert missing.status == "failed" and "'mpirun -np 2 no-such-cp2k' not found" in missing.reason
+
+
 def test_missing_executable_and_timeout_are_failed_labels(si2, tmp_path):
     missing = Cp2kLabeller(FAST, command="no-such-cp2k").label(si2, "uq-x", tmp_path)
     assert missing.status == "failed" and "'no-such-cp2k' not found" in missing.reason

@@ -48,7 +48,17 @@ def test_resources_that_do_not_fit_and_a_missing_server_are_refused(tmp_path, mo
     nowhere = run("hpc-templates", "--out", tmp_path / "b", "--db-uri", URI, "--gpu-partition", "gpgpu", expect=2)
     assert "SLURM has no partition 'gpgpu'" in nowhere.stderr
     assert "give --db-uri" in run("hpc-templates", "--out", tmp_path / "c", expect=2).stderr
-    assert not any((tmp_path / name).exists() for name in "abc")  # nothing written
+    odd = run("hpc-templates", "--out", tmp_path / "d", "--db-uri", URI, "--cpu-cpus", 2, "--cp2k-ranks", 3, expect=2)
+    assert "--cp2k-ranks 3 must divide --cpu-cpus 2" in odd.stderr
+    assert not any((tmp_path / name).exists() for name in "abcd")  # nothing written
+
+
+def test_cp2k_ranks_run_inside_the_cpu_pilots_allocation(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", f"{fake_sinfo(tmp_path, 2)}:/usr/bin:/bin")
+    run("hpc-templates", "--out", tmp_path / "hpc", "--db-uri", URI, "--cpu-cpus", 2, "--cp2k-ranks", 2)
+    cpu = yaml.safe_load((tmp_path / "hpc" / "qadapter_cpu.yaml").read_text())
+    assert (cpu["ntasks"], cpu["cpus_per_task"]) == (2, 1)
+    assert "UQ_FLOWS_CP2K_THREADS=1" in cpu["pre_rocket"] and "srun -n 2 " in cpu["pre_rocket"]
 
 
 def test_doctor_fails_a_device_this_torch_cannot_use(monkeypatch):

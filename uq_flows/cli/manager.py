@@ -208,6 +208,7 @@ def hpc_templates(
     gpu_cpus: Annotated[int, typer.Option("--gpu-cpus", min=1, help="CPUs of a gpu pilot.")] = 1,
     cpu_cpus: Annotated[int | None, typer.Option("--cpu-cpus", min=1, help="CPUs of a cpu pilot (default: a node of the partition, else 1).")] = None,
     gpus: Annotated[int, typer.Option("--gpus", min=0, help="GPUs of a gpu pilot (--gres=gpu:N; 0: none).")] = 1,
+    cp2k_ranks: Annotated[int, typer.Option("--cp2k-ranks", min=1, help="MPI ranks of CP2K in a cpu pilot (srun -n N inside its allocation; --cpu-cpus / N threads each).")] = 1,
     walltime: Annotated[str, typer.Option("--walltime", help="Allocation of each pilot, HH:MM:SS.")] = "12:00:00",
     account: Annotated[str | None, typer.Option("--account", help="SLURM account.")] = None,
     idle_timeout: Annotated[float, typer.Option("--idle-timeout", min=0, help="A pilot leaves after this many idle seconds.")] = 300.0,
@@ -217,6 +218,7 @@ def hpc_templates(
     """Render this installation's cluster files: worker.env, launchpad, fworkers, FW_config, pilot queue adapters."""
     from uq_flows.manager.config import load_settings
     from uq_flows.manager.hpc import ClusterTemplates, QueueResources, cuda_build, partition_cpus, render
+    from uq_flows.programs import find_program
 
     if scheduler != "slurm":
         fail(f"--scheduler {scheduler}: only slurm is rendered (FireWorks' other adapters can take the same pilots)")
@@ -227,9 +229,10 @@ def hpc_templates(
     if not uri or not uri.startswith(("mongodb://", "mongodb+srv://")):
         fail("give --db-uri mongodb://USER:PASSWORD@HOST:PORT/DATABASE (or set db_uri): every worker needs the server")
     queues = {"gpu": QueueResources(gpu_partition, gpu_cpus, walltime, gpus=gpus),
-              "cpu": QueueResources(cpu_partition, cpu_cpus or partition_cpus(cpu_partition) or 1, walltime)}
+              "cpu": QueueResources(cpu_partition, cpu_cpus or partition_cpus(cpu_partition) or 1, walltime,
+                                    ranks=cp2k_ranks)}
     written = render(ClusterTemplates(db_uri=uri, queues=queues, account=account, idle_timeout=idle_timeout,
-                                      max_queued=max_queued,
+                                      max_queued=max_queued, cp2k=find_program(settings.cp2k_command) or "cp2k.psmp",
                                       home=Path(settings.home).expanduser(), heartbeat=settings.heartbeat_seconds), out)
     cuda = cuda_build()
     if not cuda:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import shutil
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ from uq_flows.labeling.kpoints import (
     time_reversal_reduced_points,
 )
 from uq_flows.labeling.labels import DFT, REJECTED, Label
+from uq_flows.programs import command_words
 from uq_flows.screening import (
     HARD_MIN_DISTANCE,
     min_interatomic_distance,
@@ -271,15 +271,16 @@ def _abort_message(block: str) -> str:
 _ABORT_TEXT_COLUMN = 13  # the banner's figure fills the columns before the message
 
 
-def check_executable(command: str) -> str:
-    """The full path of the CP2K executable, or a clear error naming the setting."""
-    path = shutil.which(command)
-    if path is None:
+def check_executable(command: str) -> list[str]:
+    """The CP2K command line as arguments (the executable alone, or behind ``srun``/``mpirun``),
+    or a clear error naming the setting."""
+    words = command_words(command)
+    if words is None:
         raise UqFlowsError(
             f"CP2K executable {command!r} not found: install it (Debian: apt-get install cp2k cp2k-data) "
-            "or set UQ_FLOWS_CP2K_COMMAND"
+            "or set UQ_FLOWS_CP2K_COMMAND (a program, or a launcher line such as 'srun -n 4 cp2k.psmp')"
         )
-    return path
+    return words
 
 
 MPI_START_FAILURE = "before MPI_INIT completed"  # OpenMPI's message when its runtime could not start
@@ -332,7 +333,7 @@ class Cp2kLabeller:
         failed = lambda reason: Label.failed(structure_id, DFT, "cp2k", reason, provenance=provenance, **fields)  # noqa: E731
         try:
             text = write_input(atoms, self.settings)
-            executable = check_executable(self.command)
+            command = check_executable(self.command)
         except UqFlowsError as error:
             return failed(str(error))
         folder = Path(workdir) / f"cp2k-{structure_id}"
@@ -341,12 +342,13 @@ class Cp2kLabeller:
         (folder / OUTPUT_NAME).unlink(missing_ok=True)  # CP2K appends: an old run's output must not be read as this one
         provenance["input_sha256"] = hashlib.sha256(text.encode()).hexdigest()
         provenance["folder"] = str(folder)
+        provenance["command"] = self.command
         environment = {**os.environ, "OMP_NUM_THREADS": str(self.threads), "CP2K_DATA_DIR": str(self.data_dir)}
         started = time.perf_counter()
         for attempt in range(1 + MPI_START_RETRIES):
             try:
                 process = subprocess.run(
-                    [executable, "-i", INPUT_NAME, "-o", OUTPUT_NAME], cwd=folder, env=environment,
+                    [*command, "-i", INPUT_NAME, "-o", OUTPUT_NAME], cwd=folder, env=environment,
                     capture_output=True, text=True, timeout=self.timeout,
                 )
             except subprocess.TimeoutExpired:

@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from uq_flows.errors import install_hint
+from uq_flows.programs import find_program
 from uq_flows.manager.config import ManagerError, load_settings, settings_file_in_use
 from uq_flows.settings import UqFlowsSettings
 
 OK, WARN, FAIL = "ok", "warn", "fail"
-_LAUNCHERS = {"srun", "mpirun", "mpiexec", "aprun", "jsrun", "ibrun", "time", "env", "nice"}
 EXECUTABLES = ("cp2k", "vasp", "pacemaker")
 _HINTS = {
     "cp2k": "apt-get install cp2k cp2k-data, or set UQ_FLOWS_CP2K_COMMAND",
@@ -51,29 +51,6 @@ def executable_command(name: str, settings: UqFlowsSettings | None = None) -> st
 
         return str(SETTINGS.VASP_CMD)
     raise ManagerError(f"unknown executable {name!r}; known: {', '.join(EXECUTABLES)}")
-
-
-def find_program(command: str) -> str | None:
-    """Full path of the program a command line runs (past srun/mpirun and their options)."""
-    try:
-        words = shlex.split(command)
-    except ValueError:
-        return None
-    skip_value = False
-    for word in words:
-        if skip_value:
-            skip_value = False
-            continue
-        if Path(word).name in _LAUNCHERS or "=" in word and not word.startswith(("/", ".")):
-            continue
-        if word.startswith("-"):
-            skip_value = word in ("-n", "-np", "-N", "-c", "--ntasks", "--nodes", "-ppn")
-            continue
-        found = shutil.which(word)
-        if found:
-            return found
-        return word if os.path.isfile(word) and os.access(word, os.X_OK) else None
-    return None
 
 
 def require_executables(names: Iterable[str], settings: UqFlowsSettings | None = None) -> dict[str, str]:

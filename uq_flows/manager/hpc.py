@@ -34,6 +34,7 @@ class QueueResources:
     walltime: str = "12:00:00"
     gpus: int = 0
     memory_mb: int | None = None
+    ranks: int = 1  # MPI ranks of CP2K inside the pilot's allocation (srun -n RANKS), cpus / ranks threads each
 
     @property
     def seconds(self) -> int:
@@ -57,6 +58,7 @@ class ClusterTemplates:
     home: Path = field(default_factory=lambda: Path.home() / ".uq-flows")
     device: str | None = None  # None: cuda for gpu pilots when this torch has CUDA, else cpu
     heartbeat: float = 30.0
+    cp2k: str = "cp2k.psmp"  # the CP2K program the ranks run
 
 
 def partition_cpus(partition: str) -> int | None:
@@ -87,6 +89,8 @@ def check_resources(queues: dict[str, QueueResources]) -> None:
     for category, queue in queues.items():
         if queue.cpus < 1:
             raise InputError(f"--{category}-cpus must be at least 1")
+        if queue.ranks < 1 or queue.cpus % queue.ranks:
+            raise InputError(f"--cp2k-ranks {queue.ranks} must divide --{category}-cpus {queue.cpus}")
         available = partition_cpus(queue.partition)
         if available is not None and queue.cpus > available:
             raise InputError(f"--{category}-cpus {queue.cpus} does not fit partition {queue.partition} "
@@ -135,15 +139,18 @@ def render(templates: ClusterTemplates, out: Path) -> list[Path]:
             {"name": f"uq-flows-{category}", "category": "" if category == "cpu" else category,
              "query": query, "env": {}}, sort_keys=False))
         device = templates.device or ("cuda" if category == "gpu" and cuda else "cpu")
-        threads = [f"export UQ_FLOWS_TORCH_THREADS={queue.cpus}"]
+        per_rank = max(1, queue.cpus // queue.ranks)
+        threads = [f"export UQ_FLOWS_TORCH_THREADS={per_rank}"]
         if category == "cpu":
-            threads.append(f"export UQ_FLOWS_CP2K_THREADS={queue.cpus}")
+            threads.append(f"export UQ_FLOWS_CP2K_THREADS={per_rank}")
+            if queue.ranks > 1:  # the allocation's tasks run CP2K's ranks; the pilot itself is one process
+                threads.append(f"export UQ_FLOWS_CP2K_COMMAND={shlex.quote(f'srun -n {queue.ranks} {templates.cp2k}')}")
         stop_taking = max(60, queue.seconds - 600)  # leave ten minutes for the last job to be recorded
         adapter = {
             "_fw_name": "CommonAdapter", "_fw_q_type": "SLURM", "_fw_template_file": None,
             "rocket_launch": (f"{uq_flows} worker --category {category} --idle-timeout {templates.idle_timeout:g} "
                               f"--timeout {stop_taking}"),
-            "nodes": 1, "ntasks": 1, "cpus_per_task": queue.cpus, "walltime": queue.walltime,
+            "nodes": 1, "ntasks": queue.ranks, "cpus_per_task": per_rank, "walltime": queue.walltime,
             "queue": queue.partition, "account": templates.account, "job_name": f"uq-flows-{category}",
             "pre_rocket": "\n".join([f"source {out / 'worker.env'}", f"export UQ_FLOWS_DEVICE={device}", *threads]),
             "post_rocket": None, "logdir": str(out / "logs"),
