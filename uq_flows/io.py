@@ -178,8 +178,9 @@ def new_file_mode() -> int:
 
 
 @contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """A temporary path beside ``path`` that replaces it only if the block succeeds."""
+def atomic_path(path: str | Path, mode: int | None = None) -> Iterator[Path]:
+    """A temporary path beside ``path`` that replaces it only if the block succeeds; the file gets
+    ``mode`` (e.g. 0o600 for a file holding credentials), else what ``open()`` would give it."""
     path = Path(path)
     if not path.parent.exists():
         raise InputError(f"{path}: folder {path.parent} does not exist")
@@ -189,7 +190,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     os.close(descriptor)
     try:
         yield Path(temporary)
-        os.chmod(temporary, new_file_mode())  # mkstemp makes 0600; the file gets what open() would give it
+        os.chmod(temporary, new_file_mode() if mode is None else mode)  # mkstemp makes 0600
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):

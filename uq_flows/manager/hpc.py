@@ -10,7 +10,6 @@ partitions (``sinfo``) where SLURM answers.
 
 from __future__ import annotations
 
-import os
 import shlex
 import shutil
 import subprocess
@@ -21,8 +20,9 @@ from pathlib import Path
 import yaml
 
 from uq_flows.errors import InputError
+from uq_flows.io import atomic_path
 
-CATEGORIES = ("gpu", "cpu")
+PRIVATE = 0o600  # worker.env and the launchpad file hold the database credentials
 
 
 @dataclass
@@ -108,14 +108,10 @@ def render(templates: ClusterTemplates, out: Path) -> list[Path]:
     uq_flows = Path(sys.executable).parent / "uq-flows"
     written = []
 
-    def write(name: str, text: str, private: bool = False) -> None:
-        path = out / name
-        temporary = path.with_name(f".{name}.tmp")
-        temporary.write_text(text)
-        if private:
-            os.chmod(temporary, 0o600)
-        temporary.replace(path)
-        written.append(path)
+    def write(name: str, text: str, mode: int | None = None) -> None:
+        with atomic_path(out / name, mode) as temporary:
+            temporary.write_text(text)
+        written.append(out / name)
 
     cuda = cuda_build()
     env = {
@@ -125,11 +121,11 @@ def render(templates: ClusterTemplates, out: Path) -> list[Path]:
         "FW_CONFIG_FILE": str(out / "FW_config.yaml"),
     }
     write("worker.env", "# uq-flows workers and qlaunch source this (it holds the database credentials)\n"
-          + "".join(f"export {key}={shlex.quote(value)}\n" for key, value in env.items()), private=True)
+          + "".join(f"export {key}={shlex.quote(value)}\n" for key, value in env.items()), mode=PRIVATE)
     database = templates.db_uri.rsplit("/", 1)[-1].split("?")[0] or "uq_flows"
     write("my_launchpad.yaml", yaml.safe_dump({"host": templates.db_uri, "uri_mode": True, "name": database,
                                                "logdir": None, "strm_lvl": "WARNING"}, sort_keys=False),
-          private=True)
+          mode=PRIVATE)
     write("FW_config.yaml", yaml.safe_dump({"PING_TIME_SECS": int(templates.heartbeat),
                                             "LAUNCHPAD_LOC": str(out / "my_launchpad.yaml")}, sort_keys=False))
     for category, queue in templates.queues.items():
@@ -167,6 +163,5 @@ def render(templates: ClusterTemplates, out: Path) -> list[Path]:
         f"-q {out / f'qadapter_{category}.yaml'} rapidfire --nlaunches infinite -m {templates.max_queued} "
         f"--sleep 15 &" for category in templates.queues)
     write("launch_pilots.sh", "#!/bin/bash\n# keeps pilots queued while jobs of their category are ready "
-          "(run on the login node, e.g. in tmux)\n" + f"source {out / 'worker.env'}\n{commands}\nwait\n")
-    os.chmod(out / "launch_pilots.sh", 0o755)
+          "(run on the login node, e.g. in tmux)\n" + f"source {out / 'worker.env'}\n{commands}\nwait\n", mode=0o755)
     return written
