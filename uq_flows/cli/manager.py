@@ -77,7 +77,6 @@ def resume(
     from uq_flows.manager.resume import watch as watch_loop
     from uq_flows.manager.rocket import run_worker
     from uq_flows.manager.status import loop_status
-    from uq_flows.manager.submit import list_loops
 
     use_databases(launchpad, jobstore)
     if iterations is not None and watch is None:
@@ -86,9 +85,7 @@ def resume(
         settings = load_settings()
         lp = open_launchpad(settings, check=True)
         try:
-            if loop is not None and loop not in list_loops(lp):
-                known = ", ".join(list_loops(lp)) or "none"
-                fail(f"no loop {loop!r} on the launchpad {describe_launchpad(lp)} (loops: {known})")
+            _check_loop(lp, loop)
             local = is_embedded(lp) if run_local is None else run_local
             launched: list[int] = []
 
@@ -144,6 +141,15 @@ def resume(
              "the cause reruns or rebuilds them", EXIT_LOOP_FAILED)
 
 
+def _check_loop(lp, loop: str | None) -> None:
+    """Exit 2 when ``loop`` is given and the launchpad has no such loop (naming the ones it has)."""
+    from uq_flows.manager.launchpad import describe_launchpad
+    from uq_flows.manager.submit import list_loops
+
+    if loop is not None and loop not in (loops := list_loops(lp)):
+        fail(f"no loop {loop!r} on the launchpad {describe_launchpad(lp)} (loops: {', '.join(loops) or 'none'})")
+
+
 @app.command()
 @guard
 def worker(
@@ -165,7 +171,6 @@ def worker(
     from uq_flows.manager.config import load_settings
     from uq_flows.manager.launchpad import close_launchpad, describe_launchpad, open_launchpad
     from uq_flows.manager.rocket import run_worker
-    from uq_flows.manager.submit import list_loops
 
     use_databases(launchpad, jobstore)
     if launch_dir is not None and launch_dir.exists() and not launch_dir.is_dir():
@@ -177,8 +182,7 @@ def worker(
         settings = load_settings()
         lp = open_launchpad(settings, check=True)
         try:
-            if loop is not None and loop not in list_loops(lp):
-                fail(f"no loop {loop!r} on the launchpad {describe_launchpad(lp)}")
+            _check_loop(lp, loop)
             err.print(f"worker {name}: {category or 'any'} jobs from {describe_launchpad(lp)} until idle for "
                       f"{idle_timeout:g} s" + (f" or {max_jobs} jobs" if max_jobs else "")
                       + (f" (log: {log_file_path()})" if log_file_path() else ""), highlight=False)

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from uq_flows.manager.config import load_settings
-from uq_flows.manager.status import HEARTBEAT_KEY, RETRY_KEY, fizzle_reason, lost_after_of
+from uq_flows.manager.status import HEARTBEAT_KEY, RETRY_KEY, fizzle_reason, heartbeat_of, lost_after_of
 from uq_flows.manager.submit import list_loops, loop_fw_ids
 
 if TYPE_CHECKING:
@@ -155,8 +155,7 @@ def _lost_groups(lp, scope, lost_after, settings) -> list[tuple[float, dict | No
         query["fw_id"] = {"$in": scope}
     groups: dict[float | None, float] = {}
     for launch in lp.launches.find(query, {"fworker": 1}):
-        heartbeat = ((launch.get("fworker") or {}).get("env") or {}).get(HEARTBEAT_KEY)
-        groups[heartbeat] = lost_after_of(launch, settings)
+        groups[heartbeat_of(launch)] = lost_after_of(launch, settings)
     return [(seconds, {f"fworker.env.{HEARTBEAT_KEY}": heartbeat if heartbeat else {"$exists": False}})
             for heartbeat, seconds in groups.items()]
 

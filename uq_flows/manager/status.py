@@ -34,10 +34,15 @@ def fizzle_reason(lp: LaunchPad, fw_doc: dict[str, Any]) -> str:
 HEARTBEAT_KEY = "uq_flows_heartbeat"  # a launch's fworker.env: its uq-flows worker's ping interval (s)
 
 
+def heartbeat_of(launch: dict) -> float | None:
+    """The ping interval the uq-flows worker of a launch recorded (None: another worker's launch)."""
+    return ((launch.get("fworker") or {}).get("env") or {}).get(HEARTBEAT_KEY)
+
+
 def lost_after_of(launch: dict, settings) -> float:
     """Seconds without a ping after which this RUNNING launch is lost: ``lost_after_pings``
     heartbeats of the uq-flows worker that runs it, or ``lost_run_seconds`` for other workers."""
-    heartbeat = ((launch.get("fworker") or {}).get("env") or {}).get(HEARTBEAT_KEY)
+    heartbeat = heartbeat_of(launch)
     return settings.lost_after_pings * float(heartbeat) if heartbeat else settings.lost_run_seconds
 
 
