@@ -77,3 +77,32 @@ def flow_output(store, flow):
 
     with store:  # get_output decodes MSON objects only when it resolved references
         return MontyDecoder().process_decoded(store.get_output(flow.output.uuid, which="last", load=True))
+
+
+REPLAY_CONFIG = {  # one iteration over pool.extxyz: stored members a and b, teacher a, the pool's labels as DFT
+    "name": "replay", "elements": ["Cu"], "structures": ["pool.extxyz"], "generate": None,
+    "members": ["a=precomputed:a.extxyz", "b=precomputed:b.extxyz"], "teacher": {"energy_from": "a"},
+    "uc": 0.15, "dft": {"labeller": "dataset", "dataset": "pool.extxyz"},
+    "fit": {"backend": "linear", "n_functions": 8, "ensemble_size": 2},
+    "explore": {"n_seeds": 1, "md": {"steps": 20, "snapshot_every": 10}, "cago": None, "n_cago_members": 2},
+    "select": {"max_candidates": 4, "formation_energy_prefilter": False},
+    "convergence": {"max_iterations": 1},
+}
+
+
+def write_replay(folder, pool, /, per_atom: bool = False, energy_shift: float = 0.0, **changes):
+    """``pool.extxyz``, the stored predictions of two fake members (``a``, ``b``: the pool's labels
+    plus growing noise; energies total or per atom) and ``loop.yaml`` (REPLAY_CONFIG with
+    ``changes``) in ``folder``; the config's path."""
+    import yaml
+
+    write_extxyz(folder / "pool.extxyz", pool)
+    for name, scale, seed in (("a", 0.02, 1), ("b", 0.04, 2)):
+        predicted = perturbed(pool, scale, seed, energy_shift)
+        if per_atom:
+            predicted = [with_labels(x, x.get_potential_energy() / len(x), x.get_forces()) for x in predicted]
+        write_extxyz(folder / f"{name}.extxyz", predicted)
+    kind = "precomputed-per-atom" if per_atom else "precomputed"
+    config = {**REPLAY_CONFIG, "members": [f"a={kind}:a.extxyz", f"b={kind}:b.extxyz"], **changes}
+    (folder / "loop.yaml").write_text(yaml.safe_dump(config))
+    return folder / "loop.yaml"

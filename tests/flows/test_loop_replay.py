@@ -5,10 +5,9 @@ import json
 
 import numpy as np
 import pytest
-import yaml
 
 from tests.cli_helpers import run, run_json
-from tests.conftest import emt_dataset, perturbed
+from tests.conftest import emt_dataset, write_replay
 from uq_flows.campaign import Campaign
 from uq_flows.io import with_labels, write_extxyz
 
@@ -16,24 +15,10 @@ from uq_flows.io import with_labels, write_extxyz
 @pytest.mark.slow
 def test_a_loop_over_stored_predictions_and_a_dataset_labeller(tmp_path):
     pool = emt_dataset(12)  # EMT labels: the "DFT" dataset; noise grows along the pool, so U does
-    write_extxyz(tmp_path / "pool.extxyz", pool)
     write_extxyz(tmp_path / "dft.extxyz", pool[:-1])  # the last structure was never labelled
-    for name, scale, seed in (("a", 0.02, 1), ("b", 0.04, 2)):
-        member = perturbed(pool, scale, seed, energy_shift=0.5 * len(pool[0]))
-        write_extxyz(tmp_path / f"{name}.extxyz",
-                     [with_labels(x, x.get_potential_energy() / len(x), x.get_forces()) for x in member])
-    config = {
-        "name": "replay", "elements": ["Cu"], "structures": ["pool.extxyz"], "generate": None,
-        "members": ["a=precomputed-per-atom:a.extxyz", "b=precomputed-per-atom:b.extxyz"],
-        "teacher": {"energy_from": "a"}, "uc": 0.15, "align_max_residual": 0.2,
-        "dft": {"labeller": "dataset", "dataset": "dft.extxyz"},
-        "fit": {"backend": "linear", "n_functions": 8, "ensemble_size": 2},
-        "explore": {"n_seeds": 1, "md": {"steps": 20, "snapshot_every": 10}, "cago": None, "n_cago_members": 2},
-        "select": {"max_candidates": 4, "formation_energy_prefilter": False},
-        "convergence": {"max_iterations": 1},
-    }
-    (tmp_path / "loop.yaml").write_text(yaml.safe_dump(config))
-    (loop,) = run_json("run", tmp_path / "loop.yaml")["loops"]
+    config = write_replay(tmp_path, pool, per_atom=True, energy_shift=0.5 * len(pool[0]), align_max_residual=0.2,
+                          dft={"labeller": "dataset", "dataset": "dft.extxyz"})
+    (loop,) = run_json("run", config)["loops"]
     (it,) = loop["iterations"]
     assert loop["state"] == "completed" and it["n_candidates"] == 12
     outcomes = ("n_dft_ok", "n_dft_failed", "n_teacher", "n_teacher_failed", "n_deferred", "n_rejected")
@@ -51,28 +36,17 @@ def test_a_loop_over_stored_predictions_and_a_dataset_labeller(tmp_path):
 
 @pytest.mark.slow
 def test_a_pool_campaign_takes_batches_until_the_pool_is_used_up(tmp_path):
-    pool = emt_dataset(12)
-    write_extxyz(tmp_path / "pool.extxyz", pool)
     write_extxyz(tmp_path / "test.extxyz", emt_dataset(4, seed=9))
-    for name, scale, seed in (("a", 0.02, 1), ("b", 0.04, 2)):
-        write_extxyz(tmp_path / f"{name}.extxyz", perturbed(pool, scale, seed))
-    config = {
-        "name": "pool", "elements": ["Cu"], "pool": {"structures": ["pool.extxyz"], "batch": 4},
-        "test": ["test.extxyz"], "members": ["a=precomputed:a.extxyz", "b=precomputed:b.extxyz"],
+    config = write_replay(
+        tmp_path, emt_dataset(12), name="pool", structures=[], pool={"structures": ["pool.extxyz"], "batch": 4},
+        test=["test.extxyz"],
         # the members share the dataset's energy zero: no alignment, so no audit, and every label trains
-        "teacher": {"energy_from": "a"}, "uc": 0.15, "align_energies": "off", "audit": {"enabled": "off"},
-        "dft": {"labeller": "dataset", "dataset": "pool.extxyz"},
-        "fit": {"backend": "linear", "n_functions": 8, "ensemble_size": 2},
-        "explore": {"n_cago_members": 2},
-        "select": {"formation_energy_prefilter": False, "qbc_config": {"force_threshold": 1e-9,
-                                                                       "energy_threshold": 1e-9,
-                                                                       "stress_threshold": 1e-9,
-                                                                       # an ACE fit on 4 cells: wild stresses
-                                                                       "max_pressure": float("inf")}},
-        "convergence": {"max_iterations": 6},
-    }
-    (tmp_path / "loop.yaml").write_text(yaml.safe_dump(config))
-    (loop,) = run_json("run", tmp_path / "loop.yaml")["loops"]
+        align_energies="off", audit={"enabled": "off"}, explore={"n_cago_members": 2},
+        select={"formation_energy_prefilter": False,
+                "qbc_config": {"force_threshold": 1e-9, "energy_threshold": 1e-9, "stress_threshold": 1e-9,
+                               "max_pressure": float("inf")}},  # an ACE fit on 4 cells: wild stresses
+        convergence={"max_iterations": 6})
+    (loop,) = run_json("run", config)["loops"]
     iterations = loop["iterations"]
     assert loop["state"] == "completed" and [it["n_candidates"] for it in iterations] == [4, 4, 4]
     assert [it["pool_left"] for it in iterations] == [8, 4, 0] and iterations[-1]["reason"] == "the pool is used up"
@@ -90,17 +64,10 @@ def test_a_pool_campaign_takes_batches_until_the_pool_is_used_up(tmp_path):
 
 def test_an_ambiguous_dataset_stops_the_loop_before_anything_is_stored(tmp_path):
     pool = emt_dataset(4)
-    write_extxyz(tmp_path / "pool.extxyz", pool)
     clash = [*pool, with_labels(pool[0].copy(), pool[0].get_potential_energy() + 1.0, pool[0].get_forces())]
     write_extxyz(tmp_path / "dft.extxyz", clash)
-    write_extxyz(tmp_path / "a.extxyz", perturbed(pool, 0.02, 1))
-    write_extxyz(tmp_path / "b.extxyz", perturbed(pool, 0.04, 2))
-    config = {"name": "clash", "elements": ["Cu"], "structures": ["pool.extxyz"], "generate": None,
-              "members": ["a=precomputed:a.extxyz", "b=precomputed:b.extxyz"], "teacher": {"energy_from": "a"},
-              "dft": {"labeller": "dataset", "dataset": "dft.extxyz"},
-              "select": {"formation_energy_prefilter": False}}
-    (tmp_path / "loop.yaml").write_text(yaml.safe_dump(config))
-    result = run("run", tmp_path / "loop.yaml", "--json", expect=2)
+    config = write_replay(tmp_path, pool, name="clash", dft={"labeller": "dataset", "dataset": "dft.extxyz"})
+    result = run("run", config, "--json", expect=2)
     assert "structures 0 and 4 have the same" in json.loads(result.stdout)["error"]["message"]
     with Campaign.open() as campaign:
         assert campaign.loops() == []  # nothing stored, nothing submitted
