@@ -71,3 +71,13 @@ def test_an_ambiguous_dataset_stops_the_loop_before_anything_is_stored(tmp_path)
     assert "structures 0 and 4 have the same" in json.loads(result.stdout)["error"]["message"]
     with Campaign.open() as campaign:
         assert campaign.loops() == []  # nothing stored, nothing submitted
+
+
+@pytest.mark.slow
+def test_a_pool_no_larger_than_a_batch_is_one_iteration(tmp_path):
+    config = write_replay(tmp_path, emt_dataset(3), name="small", structures=[],
+                          pool={"structures": ["pool.extxyz"], "batch": 4}, align_energies="off",
+                          audit={"enabled": "off"}, convergence={"max_iterations": 3})
+    (loop,) = run_json("run", config)["loops"]
+    (it,) = loop["iterations"]
+    assert it["n_candidates"] == 3 and it["pool_left"] == 0 and it["reason"] == "the pool is used up"

@@ -594,8 +594,8 @@ def store_candidates(config: LoopConfig, candidates: list[StructureRecord]) -> S
 def first_pool_batch(config: LoopConfig, pool: StructureSet, dft_so_far: int, reuse_dft: bool) -> Response:
     """A pool campaign's first batch: DIRECT over the whole pool on ``pool.descriptor`` (there is no
     ACE committee yet), stored as iteration 0's candidates; then iteration 0 itself."""
-    if pool.n <= config.pool.batch:
-        return Response(replace=iteration_job(config, 0, _as_iteration(config, pool), dft_so_far, reuse_dft))
+    if pool.n <= config.pool.batch:  # the whole (small) pool is iteration 0's candidates
+        return Response(replace=iteration_job(config, 0, _stored(config, 0, records_of(pool)), dft_so_far, reuse_dft))
     selection = SelectionMaker(qbc_maker=None, descriptor_maker=DescriptorMaker(descriptor=config.pool.descriptor),
                                direct_maker=DirectMaker(n_clusters=config.pool.batch, k=1)).make(pool)
     pick = pick_selected(pool, selection.output, config.pool.batch)
@@ -608,19 +608,17 @@ def first_pool_batch(config: LoopConfig, pool: StructureSet, dft_so_far: int, re
     return Response(replace=Flow([selection, pick, store, first], output=first.output))
 
 
-def _as_iteration(config: LoopConfig, pool: StructureSet) -> StructureSet:
-    """The whole (small) pool as iteration 0's candidates."""
+def _stored(config: LoopConfig, iteration: int, records: list[StructureRecord]) -> StructureSet:
+    """``records`` stored as the candidates of ``iteration``; their reference."""
     with Campaign.open() as campaign:
-        return campaign.add_structures(config.name, 0, campaign.structures(pool), chunk_size=config.chunk_size,
+        return campaign.add_structures(config.name, iteration, records, chunk_size=config.chunk_size,
                                        max_chunks=config.max_chunks)
 
 
 @job
 def store_batch(config: LoopConfig, iteration: int, records: list[StructureRecord]) -> StructureSet:
-    """``records`` stored as the candidates of ``iteration``; their reference."""
-    with Campaign.open() as campaign:
-        return campaign.add_structures(config.name, iteration, records, chunk_size=config.chunk_size,
-                                       max_chunks=config.max_chunks)
+    """The first pool batch, stored as iteration ``iteration``'s candidates."""
+    return _stored(config, iteration, records)
 
 
 @job
