@@ -39,8 +39,28 @@ def set_category(job, category: str | None):
     default (``pass_manager_config``, and ``update_config(dynamic=True)``).
     """
     if category:
-        job.update_config({"manager_config": {"_category": category}}, dynamic=False)
+        job.update_config({"manager_config": {**job.config.manager_config, "_category": category}}, dynamic=False)
     job.config.pass_manager_config = False
+    return job
+
+
+WAITS_FOR_RETRIES = "_uq_waits_for_retries"  # firework spec: released by resume once a failed parent's retries are spent
+
+
+def tolerate_failed_parents(job):
+    """Run ``job`` with None for the output of a parent that failed for good (jobflow's
+    ``OnMissing.NONE``), but only once that parent's retries are spent; returns the job.
+
+    FireWorks would start such a job as soon as a parent fizzles (``_allow_fizzled_parents``)
+    and so consume a failure that ``resume`` was about to retry. The job's firework instead
+    waits (``_allow_fizzled_parents`` False, ``_uq_waits_for_retries``) until ``resume`` finds
+    the failed parent out of retries and releases it.
+    """
+    from jobflow import OnMissing
+
+    job.config.on_missing_references = OnMissing.NONE
+    job.config.manager_config = {**job.config.manager_config, "_allow_fizzled_parents": False,
+                                 WAITS_FOR_RETRIES: True}
     return job
 
 

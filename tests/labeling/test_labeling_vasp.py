@@ -348,7 +348,7 @@ def test_dead_vasp_job_still_gives_failed_label(mock_vasp, monkeypatch, tmp_path
     assert label.status == "failed" and "did not complete" in label.reason and all_jobs(flow)[0].uuid in label.reason
 
 
-def test_fireworks_workflow_has_categories_and_allows_fizzled_parents():
+def test_fireworks_workflow_has_categories_and_the_label_waits_for_the_static_retries():
     from jobflow.managers.fireworks import flow_to_workflow
 
     flow = label_flow([reference_record(SI2)])
@@ -356,7 +356,9 @@ def test_fireworks_workflow_has_categories_and_allows_fizzled_parents():
     specs = {fw.name: fw.spec for fw in workflow.fws}
     static, label = (specs[j.name] for j in all_jobs(flow))
     assert static["_category"] == "cpu" and label["_category"] == "cpu"
-    assert label.get("_allow_fizzled_parents") is True and not static.get("_allow_fizzled_parents")
+    # the label job takes a dead static as a failed label, but only once resume has no retry left for it
+    assert label["_allow_fizzled_parents"] is False and label["_uq_waits_for_retries"] is True
+    assert not static.get("_allow_fizzled_parents")
 
 
 def test_empty_structure_list_is_refused():

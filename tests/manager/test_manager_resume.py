@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 
 from tests.manager.toy_jobs import chain, read_effects, tolerant
 from uq_flows.manager.launchpad import open_launchpad
 from uq_flows.manager.resume import resume, watch
-from uq_flows.manager.rocket import run_worker
+from uq_flows.manager.rocket import run_with_retries, run_worker
+from uq_flows.manager.stores import open_jobstore
 from uq_flows.manager.status import loop_status
 from uq_flows.manager.submit import submit_flow
+from uq_flows.stages import tolerate_failed_parents
 
 
 def _work(lp, loop, tmp_path):
@@ -66,6 +69,54 @@ def test_failure_consumed_by_a_tolerant_child_is_not_rerun(wire_db, tmp_path):
     report = resume(lp, "goes-on", max_retries=2, backoff=0)
     assert not report.rerun and [row["fw_id"] for row in report.blocked] == [submission.fw_ids[flow.jobs[0].uuid]]
     assert [e["tag"] for e in read_effects(wire_db)] == ["assemble"]  # nothing done twice
+
+
+def _output(job):
+    with open_jobstore() as store:
+        return store.get_output(job.uuid)
+
+
+def _waiting_assembly(tmp_path, loop, **dft):
+    lp = open_launchpad()
+    flow = chain(["dft", "assemble"], dft=dft)
+    tolerate_failed_parents(flow.jobs[1])  # as the loop's assembly, combine and QBC jobs
+    submission = submit_flow(flow, lp, loop=loop)
+    return lp, flow, [submission.fw_ids[j.uuid] for j in flow.jobs]
+
+
+def test_a_job_tolerating_failed_parents_waits_for_their_retries(wire_db, tmp_path):
+    lp, flow, (dft, assemble) = _waiting_assembly(tmp_path, "waits", fail_once=str(tmp_path / "failed-once"))
+    assert _work(lp, "waits", tmp_path) == 1  # the failed job alone: its failure is not consumed
+    assert lp.fireworks.find_one({"fw_id": assemble})["state"] == "WAITING"
+    report = resume(lp, "waits", max_retries=2, backoff=0)
+    assert [row["fw_id"] for row in report.rerun] == [dft] and report.released == [] and report.blocked == []
+    assert _work(lp, "waits", tmp_path) == 2
+    assert sorted(e["tag"] for e in read_effects(wire_db)) == ["assemble", "dft"]  # each once
+    assert [u["tag"] for u in _output(flow.jobs[1])["upstream"]] == ["dft"]  # it got the retry's output
+
+
+def test_a_waiting_job_is_released_once_its_failed_parent_is_out_of_retries(wire_db, tmp_path):
+    lp, flow, (dft, assemble) = _waiting_assembly(tmp_path, "released", fail=True)
+    assert _work(lp, "released", tmp_path) == 1
+    assert [row["retry"] for row in resume(lp, "released", max_retries=1, backoff=0).rerun] == [1]
+    assert _work(lp, "released", tmp_path) == 1
+    report = resume(lp, "released", max_retries=1, backoff=0)
+    assert [row["fw_id"] for row in report.exhausted] == [dft] and report.released == [assemble]
+    assert _work(lp, "released", tmp_path) == 1
+    assert [e["tag"] for e in read_effects(wire_db)] == ["assemble"]
+    assert _output(flow.jobs[1])["upstream"] == []  # the failed parent's output arrived as None
+    assert resume(lp, "released", max_retries=1, backoff=0).released == []  # once
+
+
+def test_run_with_retries_waits_out_the_backoff_and_finishes(wire_db, tmp_path, monkeypatch):
+    monkeypatch.setenv("UQ_FLOWS_RETRY_BACKOFF", "3")
+    lp, flow, _ = _waiting_assembly(tmp_path, "in-process", fail_once=str(tmp_path / "failed-once"))
+    lines, naps = [], []
+    launched = run_with_retries(lp, "in-process", launch_dir=tmp_path / "launches", idle_checks=1, sleep=0.1,
+                                wait=lambda s: naps.append(s) or time.sleep(s), progress=lines.append)
+    assert launched == 3 and sorted(e["tag"] for e in read_effects(wire_db)) == ["assemble", "dft"]
+    assert len(naps) == 1 and 0 < naps[0] <= 3
+    assert any("next retry in" in line for line in lines) and any("retry 1 (fizzled)" in line for line in lines)
 
 
 def test_resume_is_scoped_to_its_loop_and_watch_is_bounded(wire_db, tmp_path):

@@ -44,12 +44,17 @@ def read_effects(target: str) -> list[dict]:
 
 
 @job
-def mark(tag: str, *upstream, sleep: float = 0.0, first_sleep: float = 0.0, started: str | None = None, fail: bool = False):
-    """Wait, maybe fail, then record ``tag``. ``first_sleep`` applies only before ``started`` exists."""
+def mark(tag: str, *upstream, sleep: float = 0.0, first_sleep: float = 0.0, started: str | None = None, fail: bool = False,
+         fail_once: str | None = None):
+    """Wait, maybe fail, then record ``tag``. ``first_sleep`` applies only before ``started`` exists;
+    ``fail_once``: fail only while that file does not exist (the failure creates it)."""
     if started and not Path(started).exists():
         Path(started).write_text(str(os.getpid()))
         time.sleep(first_sleep)
     time.sleep(sleep)
+    if fail_once and not Path(fail_once).exists():
+        Path(fail_once).write_text(str(os.getpid()))
+        raise RuntimeError(f"toy failure in {tag} (first attempt)")
     if fail:
         raise RuntimeError(f"toy failure in {tag}")
     record(tag)

@@ -105,7 +105,7 @@ def run(config: ConfigArgument, as_json: JsonOption = False) -> None:
     from uq_flows.manager.doctor import preflight
     from uq_flows.manager.launchpad import close_launchpad
     from uq_flows.manager.results import loop_overview
-    from uq_flows.manager.rocket import run_worker
+    from uq_flows.manager.rocket import run_with_retries
 
     loop_config, candidates = _prepare(config)
     with quiet_stdout():
@@ -115,8 +115,8 @@ def run(config: ConfigArgument, as_json: JsonOption = False) -> None:
         err.print(f"loop {loop_config.name}: {len(candidates)} candidates, running on this machine"
                   + (f" (log: {log_file})" if log_file else ""), highlight=False)
         try:
-            run_worker(lp, None, loop=loop_config.name, idle_checks=1, launch_dir=_launch_folder(loop_config),
-                       log_file=log_file, progress=lambda line: err.print(line, highlight=False))
+            run_with_retries(lp, loop_config.name, idle_checks=1, launch_dir=_launch_folder(loop_config),
+                             log_file=log_file, progress=lambda line: err.print(line, highlight=False))
             with store:
                 status = loop_overview(lp, store, loop_config.name)
         finally:

@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from jobflow import Flow, Job, Maker, OnMissing, job
+from jobflow import Flow, Job, Maker, job
 from pydantic import BaseModel, Field
 
 from uq_flows.campaign import Campaign, StructureSet, records_of, stored_shortest
@@ -27,7 +27,7 @@ from uq_flows.ensemble.scoring import (
     concatenate_predictions,
     resolve_weights,
 )
-from uq_flows.stages import CHUNK_KEY, MEMBER_KEY, MEMBER_PREDICTION, SCORE, set_category, tag_stage
+from uq_flows.stages import CHUNK_KEY, MEMBER_KEY, MEMBER_PREDICTION, SCORE, set_category, tag_stage, tolerate_failed_parents
 from uq_flows.screening import HARD_MIN_DISTANCE, check_min_distance
 from uq_flows.records import StructureRecord
 from uq_flows.settings import get_settings
@@ -182,7 +182,7 @@ class CombineUncertaintyMaker(Maker):
             structure_ids, n_atoms, chunk_sizes, predictions, versions, self.weights, self.variant
         )
         new_job.name = self.name
-        new_job.config.on_missing_references = OnMissing.NONE
+        tolerate_failed_parents(new_job)
         return set_category(new_job, self.category)
 
 

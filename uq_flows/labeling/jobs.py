@@ -2,9 +2,10 @@
 
 The number of DFT jobs is known only after thresholding, so the label stage is a job that
 replaces itself with one DFT job per routed structure (category ``cpu``), one teacher job
-(category ``gpu``) and an assembly job that accepts missing inputs (``OnMissing.NONE``):
-a failed DFT job becomes a failed label with its reason, and the loop goes on while the
-success fraction stays above the configured minimum.
+(category ``gpu``) and an assembly job that accepts missing inputs
+(``stages.tolerate_failed_parents``: once a failed job's retries are spent): a failed DFT job
+becomes a failed label with its reason, and the loop goes on while the success fraction stays
+above the configured minimum.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from atomate2.vasp.jobs.base import _DATA_OBJECTS
 from atomate2.vasp.jobs.core import StaticMaker
 from atomate2.vasp.sets.base import VaspInputGenerator
 from atomate2.vasp.sets.core import StaticSetGenerator
-from jobflow import CURRENT_JOB, Flow, Job, Maker, OnMissing, Response, job
+from jobflow import CURRENT_JOB, Flow, Job, Maker, Response, job
 import numpy as np
 from monty.json import MontyDecoder
 from pydantic import BaseModel, Field
@@ -42,6 +43,7 @@ from uq_flows.stages import (
     THRESHOLD,
     set_category,
     tag_stage,
+    tolerate_failed_parents,
 )
 from uq_flows.labeling.alignment import DEFAULT_MAX_RESIDUAL
 from uq_flows.labeling.assembly import DistilledDataset, assemble_dataset
@@ -333,7 +335,7 @@ class VaspLabelMaker(Maker):
         static.name = f"{self.static_maker.name} {structure.formula} {structure.id}"
         label = vasp_label(static.output, structure, f"{static.name!r} ({static.uuid})", {"U": U})
         label.name = f"{self.name} {structure.id}"
-        label.config.on_missing_references = OnMissing.NONE
+        tolerate_failed_parents(label)
         set_category(tag_stage(label, DFT_LABEL), self.category)
         return Flow([static, label], output=label.output, name=f"{self.name} {structure.id}")
 
@@ -463,7 +465,7 @@ class ThresholdMaker(Maker):
         decide = audit_threshold_job(structures, uncertainty, [j.output for j in dft_jobs], teacher.output,
                                      self.target_force_rmse, self.dft_budget)
         decide.name = f"{self.name} from audit"
-        decide.config.on_missing_references = OnMissing.NONE
+        tolerate_failed_parents(decide)
         set_category(tag_stage(decide, THRESHOLD), self.category)  # its routing job inherits the tag
         return Flow([*dft_jobs, teacher, decide], output=decide.output, name=self.name)
 
@@ -528,7 +530,7 @@ class AssembleMaker(Maker):
                                self.min_success_fraction, self.max_force, self.align_energies, self.iteration,
                                self.loop, max_forces, self.max_residual, screen)
         new_job.name = self.name
-        new_job.config.on_missing_references = OnMissing.NONE
+        tolerate_failed_parents(new_job)
         if self.iteration is not None:  # the iteration it belongs to, whoever makes it
             new_job.metadata["iteration"] = self.iteration
         return set_category(tag_stage(new_job, ASSEMBLE), self.category)

@@ -4,7 +4,9 @@ Retries are recorded in the firework's spec under ``_uq_retry``: ``{"count", "hi
 [{"at", "kind", "reason"}]}``. A fizzled firework is rerun when ``count < max_retries`` and
 ``backoff * 2**count`` seconds have passed since it failed, and only while its children have
 not run: a child that already consumed the failure (``_allow_fizzled_parents``, jobflow's
-``OnMissing.NONE``) must not be rerun, or its work would be done twice. A lost run (RUNNING,
+``OnMissing.NONE``) must not be rerun, or its work would be done twice. uq-flows' own tolerant
+jobs (``stages.tolerate_failed_parents``: assembly, combine, QBC) wait instead, and are
+released here only when the failed parent is out of retries. A lost run (RUNNING,
 no ping for ``lost_after`` seconds) is rerun through FireWorks' ``detect_lostruns`` under the
 same limit; "lost" means ``lost_after_pings`` missed heartbeats of the uq-flows worker that ran
 it (the interval its launch records), or ``lost_run_seconds`` for other workers, unless
@@ -26,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from uq_flows.manager.config import load_settings
 from uq_flows.manager.status import HEARTBEAT_KEY, RETRY_KEY, fizzle_reason, heartbeat_of, lost_after_of
 from uq_flows.manager.submit import list_loops, loop_fw_ids
+from uq_flows.stages import WAITS_FOR_RETRIES
 
 if TYPE_CHECKING:
     from fireworks import LaunchPad
@@ -44,11 +47,12 @@ class ResumeReport:
     waiting: list[dict] = field(default_factory=list)  # backoff not over: {fw_id, name, due_in}
     exhausted: list[dict] = field(default_factory=list)  # left FIZZLED: {fw_id, name, retries, reason}
     blocked: list[dict] = field(default_factory=list)  # children already ran: {fw_id, name, reason}
+    released: list[int] = field(default_factory=list)  # waiting children let run without a failed parent
     rebuilt: dict[str, Any] = field(default_factory=dict)  # loop -> what rebuild returned
 
     @property
     def changed(self) -> bool:
-        return bool(self.rerun or self.inconsistent or self.rebuilt)
+        return bool(self.rerun or self.inconsistent or self.released or self.rebuilt)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -192,6 +196,8 @@ def _rerun_lost(lp, scope, max_retries, lost_after, settings, now, report: Resum
     if give_up:
         lp.detect_lostruns(expiration_secs=min(limit[i] for i in give_up), fizzle=True,
                            query={"fw_id": {"$in": give_up}})
+        for fw_id in give_up:
+            report.released += _release_waiting_children(lp, fw_id, max_retries)
 
 
 def _rerun_fizzled(lp, scope, max_retries, backoff, now, report: ResumeReport) -> None:
@@ -204,6 +210,7 @@ def _rerun_fizzled(lp, scope, max_retries, backoff, now, report: ResumeReport) -
         old = _retry_record(doc)
         if old["count"] >= max_retries:
             report.exhausted.append({"fw_id": fw_id, "name": name, "retries": old["count"], "reason": fizzle_reason(lp, doc)})
+            report.released += _release_waiting_children(lp, fw_id, max_retries)
             continue
         busy = _consumed_children(lp, fw_id)
         if busy:
@@ -222,9 +229,35 @@ def _rerun_fizzled(lp, scope, max_retries, backoff, now, report: ResumeReport) -
             report.rerun.append({"fw_id": fw_id, "name": name, "kind": "fizzled", "retry": new["count"]})
 
 
-def _consumed_children(lp: LaunchPad, fw_id: int) -> list[int]:
+def _links(lp: LaunchPad, fw_id: int) -> dict[int, list[int]]:
+    """Parent → children of the workflow holding ``fw_id``."""
     wf = lp.workflows.find_one({"nodes": fw_id}, {"links": 1})
-    children = [int(c) for c in ((wf or {}).get("links") or {}).get(str(fw_id), [])]
+    return {int(p): [int(c) for c in children] for p, children in ((wf or {}).get("links") or {}).items()}
+
+
+def _release_waiting_children(lp: LaunchPad, fw_id: int, max_retries: int) -> list[int]:
+    """Let the children that wait for failed parents' retries (``tolerate_failed_parents``) run
+    without their outputs once every parent has completed or failed for good; the released fw_ids."""
+    links = _links(lp, fw_id)
+    waiting = [doc["fw_id"] for doc in lp.fireworks.find(
+        {"fw_id": {"$in": links.get(fw_id, [])}, "state": "WAITING", f"spec.{WAITS_FOR_RETRIES}": True,
+         "spec._allow_fizzled_parents": False}, {"fw_id": 1})]
+    released = []
+    for child in waiting:
+        parents = [parent for parent, children in links.items() if child in children]
+        docs = lp.fireworks.find({"fw_id": {"$in": parents}}, {"state": 1, f"spec.{RETRY_KEY}": 1})
+        if all(d["state"] == "COMPLETED" or (d["state"] == "FIZZLED" and _retry_record(d)["count"] >= max_retries)
+               for d in docs):
+            released.append(child)
+    if released:
+        lp.fireworks.update_many({"fw_id": {"$in": released}}, {"$set": {"spec._allow_fizzled_parents": True}})
+        for child in released:
+            lp._refresh_wf(child)  # FireWorks' own refresh makes it READY
+    return released
+
+
+def _consumed_children(lp: LaunchPad, fw_id: int) -> list[int]:
+    children = _links(lp, fw_id).get(fw_id, [])
     if not children:
         return []
     return sorted(

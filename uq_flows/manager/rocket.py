@@ -136,6 +136,29 @@ def run_worker(
     return launched
 
 
+def run_with_retries(lp: LaunchPad, loop: str, *, progress: Callable[[str], None] | None = None,
+                     wait: Callable[[float], object] = time.sleep, **worker_kwargs) -> int:
+    """Run ``loop``'s rockets here until nothing can run, retrying failed jobs as ``resume`` does
+    (its retry limit and backoff, waiting out the backoff), so a job that tolerates failed
+    parents runs only once their retries are spent; the number of rockets launched."""
+    from uq_flows.manager.resume import resume
+
+    say = progress or (lambda line: None)
+    launched = 0
+    while True:
+        launched += run_worker(lp, None, loop=loop, progress=progress, **worker_kwargs)
+        report = resume(lp, loop)
+        for row in report.rerun:
+            say(f"job {row['fw_id']} {row['name']}: retry {row['retry']} ({row['kind']})")
+        if report.rerun or report.released or report.inconsistent:
+            continue
+        if not report.waiting:
+            return launched
+        due = min(row["due_in"] for row in report.waiting)
+        say(f"{len(report.waiting)} failed job(s) of {loop}: next retry in {due:.0f} s")
+        wait(due)
+
+
 _LOG_STREAMS: dict[str, TextIO] = {}
 
 

@@ -18,14 +18,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from jobflow import Flow, Job, Maker, OnMissing, job
+from jobflow import Flow, Job, Maker, job
 from pydantic import BaseModel, Field
 
 from uq_flows.campaign import StructureSet, records_of, structure_ids
 from uq_flows.ensemble.members import MemberSpec, load_calculator, parse_member
 from uq_flows.ensemble.predict import MemberPredictions, predict_member
 from uq_flows.ensemble.scoring import concatenate_predictions
-from uq_flows.stages import DIRECT, QBC, set_category, tag_stage
+from uq_flows.stages import DIRECT, QBC, set_category, tag_stage, tolerate_failed_parents
 from uq_flows.records import StructureRecord
 from uq_flows.selection.committee import ACE_FACTORY, member_version, parse_committee
 from uq_flows.selection.coverage import feature_coverage
@@ -369,7 +369,7 @@ class QBCMaker(Maker):
         combine = qbc(ids, numbers, sizes, predictions, {spec.name: member_version(spec) for spec in specs},
                       dict(self.config))
         combine.name = self.name
-        combine.config.on_missing_references = OnMissing.NONE
+        tolerate_failed_parents(combine)
         jobs.append(set_category(tag_stage(combine, QBC), self.category))
         return Flow(jobs, output=combine.output, name=self.name)
 
