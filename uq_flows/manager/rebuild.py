@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as _dt
+import os
+import socket
 from typing import TYPE_CHECKING
 
 from monty.json import MontyDecoder
@@ -16,6 +19,8 @@ from uq_flows.stages import DFT_LABEL, ITERATION, LOOP_KEY, LOOP_STATE, STAGE_KE
 if TYPE_CHECKING:
     from fireworks import LaunchPad
 
+REBUILT_KEY = "uq_flows_rebuilt"  # workflow metadata: who claimed the rebuild of this broken iteration, when
+
 
 def rebuild_loop(lp: LaunchPad, loop: str) -> dict | None:
     """Submit again the iteration a failed job stopped, reusing every DFT label the loop has.
@@ -25,7 +30,9 @@ def rebuild_loop(lp: LaunchPad, loop: str) -> dict | None:
     the next iteration is submitted again: from the newest loop-state document, or for
     iteration 0 from the first iteration job's own inputs (the candidates are references into
     the campaign database). Every ok DFT label the loop already made is reused, so no structure
-    goes to DFT twice. Jobs are found by their stage tag.
+    goes to DFT twice. Jobs are found by their stage tag. The broken iteration's workflow is
+    claimed first with a conditional update (``metadata.uq_flows_rebuilt``), so two resumers
+    never rebuild it twice.
     """
     entries = loop_status(lp, loop)["loops"]
     fw_ids = loop_fw_ids(lp, loop)
@@ -61,8 +68,17 @@ def rebuild_loop(lp: LaunchPad, loop: str) -> dict | None:
         iteration, dft_so_far = newest.iteration + 1, newest.dft_total
     broken = [fw["fw_id"] for fw in lp.fireworks.find({"fw_id": {"$in": fw_ids}, "state": "FIZZLED"}, {"fw_id": 1})]
     stuck = [fw["fw_id"] for fw in lp.fireworks.find({"fw_id": {"$in": fw_ids}, "state": "WAITING"}, {"fw_id": 1})]
-    for fw_id in broken + stuck:
-        lp.defuse_fw(fw_id)
-    submission = submit_iteration(lp, config, iteration, candidates, dft_so_far, reuse_dft=True)
+    claim = {"nodes": {"$in": broken}, f"metadata.{LOOP_KEY}": loop, "metadata.iteration": iteration}
+    mark = {"by": f"{socket.gethostname()}:{os.getpid()}", "at": _dt.datetime.now(_dt.UTC).isoformat()}
+    if lp.workflows.update_one({**claim, f"metadata.{REBUILT_KEY}": {"$exists": False}},
+                               {"$set": {f"metadata.{REBUILT_KEY}": mark}}).modified_count != 1:
+        return None  # another resumer is rebuilding it
+    try:
+        for fw_id in broken + stuck:
+            lp.defuse_fw(fw_id)
+        submission = submit_iteration(lp, config, iteration, candidates, dft_so_far, reuse_dft=True)
+    except BaseException:
+        lp.workflows.update_one({**claim, f"metadata.{REBUILT_KEY}": mark}, {"$unset": {f"metadata.{REBUILT_KEY}": ""}})
+        raise
     return {"iteration": iteration, "defused": broken + stuck, "reused_dft_labels": n_known,
             "workflow_id": submission.workflow_id}

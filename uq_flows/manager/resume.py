@@ -14,7 +14,8 @@ it (the interval its launch records), or ``lost_run_seconds`` for other workers,
 rerun the same failure twice.
 
 ``rebuild(launchpad, loop)`` is the loop's hook: after the reruns it is called for every loop
-in scope and may add the rest of a loop whose flow cannot continue; its results are reported.
+in scope with no retry still due, and may add the rest of a loop whose flow cannot continue;
+its results are reported.
 """
 
 from __future__ import annotations
@@ -86,7 +87,10 @@ def resume(
         _rerun_lost(lp, scope, max_retries, lost_after, settings, now, report)
         _rerun_fizzled(lp, scope, max_retries, backoff, now, report)
     if rebuild is not None:
+        due_later = {row["fw_id"] for row in report.waiting}
         for name in [loop] if loop is not None else list_loops(lp):
+            if due_later.intersection(loop_fw_ids(lp, name)):
+                continue  # a failed job will be retried: the loop can still go on
             result = rebuild(lp, name)
             if result:
                 report.rebuilt[name] = result
