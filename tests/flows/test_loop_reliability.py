@@ -1,5 +1,5 @@
-"""The loop on real FireWorks workers: two rlaunch workers on the wire server, SIGKILL + resume,
-and the size of every document of a 5,000-structure iteration.
+"""The loop on real FireWorks workers: two rlaunch workers on the wire server, kill -9 of a
+pilot (``uq-flows worker``) + resume, and the size of every document of a 5,000-structure iteration.
 
 The wire server is mongoeco (MongoDB wire protocol on SQLite) from ``.venv-mongo``, started by
 the ``wire_server`` fixture of tests/manager/conftest.py; without ``.venv-mongo`` the wire tests
@@ -72,6 +72,15 @@ def _start_worker(lp_file: Path, category: str, folder: Path, timeout: int = 400
     folder.mkdir(parents=True, exist_ok=True)
     cmd = [str(RLAUNCH), "-l", str(lp_file), "-w", str(FWORKERS / f"fworker_{category}.yaml"), "--loglvl", "WARNING",
            "rapidfire", "--nlaunches", "infinite", "--sleep", "1", "--timeout", str(timeout)]
+    return subprocess.Popen(cmd, cwd=folder, env=worker_env(), stdout=subprocess.DEVNULL,
+                            stderr=open(folder / "rlaunch.log", "a"), start_new_session=True)
+
+
+def _start_pilot(category: str, folder: Path, idle_timeout: int = 400) -> subprocess.Popen:
+    """``uq-flows worker`` (a pilot: heartbeats every ``UQ_FLOWS_HEARTBEAT_SECONDS``) named as rlaunch's fworkers."""
+    folder.mkdir(parents=True, exist_ok=True)
+    cmd = [str(REPO / ".venv" / "bin" / "uq-flows"), "worker", "--category", category, "--name", f"uq-flows-{category}",
+           "--idle-timeout", str(idle_timeout), "--launch-dir", str(folder)]
     return subprocess.Popen(cmd, cwd=folder, env=worker_env(), stdout=subprocess.DEVNULL,
                             stderr=open(folder / "rlaunch.log", "a"), start_new_session=True)
 
@@ -179,19 +188,22 @@ def test_loop_with_a_gpu_and_a_cpu_rlaunch_worker(wire_files, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_sigkill_during_a_reference_label_then_resume(wire_files, tmp_path, monkeypatch):
+def test_kill_9_of_a_pilot_during_a_reference_label_then_resume(wire_files, tmp_path, monkeypatch):
+    """Pilots ping every 0.5 s; a job is lost after 4 missed pings (2 s) with no --lost-after:
+    a live label running longer than that is left alone, the killed pilot's label is rerun once."""
     effects = tmp_path / "labels.jsonl"
-    monkeypatch.setenv("UQ_TEST_SLOW_SECONDS", "3")
+    monkeypatch.setenv("UQ_TEST_SLOW_SECONDS", "6")
     monkeypatch.setenv("UQ_TEST_LABEL_EFFECTS", str(effects))
-    monkeypatch.setenv("UQ_FLOWS_LOST_RUN_SECONDS", "1")
+    monkeypatch.setenv("UQ_FLOWS_HEARTBEAT_SECONDS", "0.5")
+    monkeypatch.setenv("UQ_FLOWS_LOST_AFTER_PINGS", "4")
     monkeypatch.setenv("UQ_FLOWS_RETRY_BACKOFF", "0")
     get_settings.cache_clear()
     config = write_config(tmp_path, uc=0.0, dft={"labeller": "calculator", "calculator": SLOW_EMT},
                           convergence={"max_iterations": 1})  # one iteration: every candidate goes to the slow labeller
     loop = run_json("submit", config)["loop"]
     lp = _launchpad()
-    gpu = _start_worker(wire_files, "gpu", tmp_path / "gpu")
-    cpu = _start_worker(wire_files, "cpu", tmp_path / "cpu-1")
+    gpu = _start_pilot("gpu", tmp_path / "gpu")
+    cpu = _start_pilot("cpu", tmp_path / "cpu-1")
     killed = None
     try:
         def labelling():
@@ -204,19 +216,22 @@ def test_sigkill_during_a_reference_label_then_resume(wire_files, tmp_path, monk
 
         killed = wait_for(labelling, timeout=300, interval=0.3, what="a reference label to be running")
         assert killed != "dead", _logs(tmp_path)
+        time.sleep(2.5)  # the live label has run longer than 4 heartbeats
+        (live,) = run_json("resume", loop)["reports"]
+        assert live["lost"] == [] and live["rerun"] == [] and live["exhausted"] == [], live
         with_group(cpu, signal.SIGKILL)
         cpu.wait(timeout=10)
         # the gpu worker may still be busy (teacher labels): resume only once the dead run is the only RUNNING one
         wait_for(lambda: [d["fw_id"] for d in _fireworks(lp, loop) if d["state"] == "RUNNING"] == [killed["fw_id"]],
                  timeout=180, interval=0.5, what="the gpu worker to finish its running job")
-        time.sleep(1.5)  # older than lost_run_seconds = 1
+        time.sleep(2.5)  # more than 4 missed heartbeats
         report = run_json("resume", loop)
         rows = report.get("reports", [report])[-1] if "reports" in report else report
         assert rows["lost"] == [killed["fw_id"]], report
         assert [(r["fw_id"], r["kind"]) for r in rows["rerun"]] == [(killed["fw_id"], "lost")], report
-        cpu = _start_worker(wire_files, "cpu", tmp_path / "cpu-2")
+        cpu = _start_pilot("cpu", tmp_path / "cpu-2")
         if gpu.poll() is not None:
-            gpu = _start_worker(wire_files, "gpu", tmp_path / "gpu-2")
+            gpu = _start_pilot("gpu", tmp_path / "gpu-2")
         wait_for(lambda: _loop_done(lp, loop, [gpu, cpu]), timeout=400, interval=2, what="the resumed loop to finish")
     finally:
         stop_process(cpu)

@@ -100,7 +100,8 @@ def _launch_folder(config) -> Path:
 @app.command()
 @guard
 def run(config: ConfigArgument, as_json: JsonOption = False) -> None:
-    """Run a whole loop here, on the embedded database (no server), rockets in-process."""
+    """Run a whole loop here, on the embedded database (no server), rockets in-process; failed
+    jobs are retried as `resume` would."""
     from uq_flows.flows.loop import loop_folder
     from uq_flows.manager.doctor import preflight
     from uq_flows.manager.launchpad import close_launchpad
