@@ -52,6 +52,8 @@ class UqFlowsSettings(BaseSettings):
         default_factory=lambda: min(2, os.cpu_count() or 1), ge=1, description="OMP_NUM_THREADS for CP2K."
     )
     cp2k_timeout: float = Field(3600.0, gt=0, description="Seconds before a CP2K run is stopped.")
+    cp2k_max_reruns: int = Field(2, ge=0, description="Reruns of a CP2K run whose SCF did not converge (from its "
+                                 "wavefunction, MAX_SCF doubled, mixing α halved) or that timed out (from its wavefunction).")
     score_category: str = Field("gpu", description="FireWorks category of scoring jobs.")
     combine_category: str = Field("cpu", description="FireWorks category of light jobs.")
     selection_category: str = Field("cpu", description="FireWorks category of QBC, descriptor and DIRECT jobs.")

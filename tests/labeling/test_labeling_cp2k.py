@@ -1,7 +1,10 @@
-"""Real CP2K single points on a 2-atom Si cell, every way they can fail, and what must never reach CP2K."""
+"""Real CP2K single points on a 2-atom Si cell, every way they can fail, the reruns that fix an
+unconverged SCF or a timeout, and what must never reach CP2K."""
 
 import math
+import os
 import shutil
+import subprocess
 
 import numpy as np
 import pytest
@@ -13,9 +16,16 @@ from tests.cli_helpers import run, run_json
 from tests.labeling.cp2k_support import FAST, ensure_cp2k
 from uq_flows.errors import InputError
 from uq_flows.labeling.cp2k import (
+    MIN_MIXING_ALPHA,
+    SCF_NOT_CONVERGED,
+    TIMED_OUT,
     Cp2kLabeller,
     Cp2kSettings,
     describe_mesh,
+    next_attempt,
+    parse_output,
+    restart_file_name,
+    saved_wavefunction,
     write_input,
 )
 from uq_flows.labeling.kpoints import (
@@ -83,12 +93,92 @@ def test_a_perfect_crystal_has_no_forces_on_an_even_mesh(tmp_path):
     assert label.status == "ok" and np.abs(np.array(label.forces)).max() < 1e-4
 
 
-@pytest.mark.slow
-def test_unconverged_scf_is_a_failed_label(si2, tmp_path):
+@pytest.fixture(scope="module")
+def si2_reference(tmp_path_factory):
+    """The FAST label of ``si2`` from a normal run (the SCF converges in 9 steps)."""
     ensure_cp2k()
-    label = Cp2kLabeller(FAST.model_copy(update={"max_scf": 2})).label(si2, "uq-x", tmp_path)
-    assert label.status == "failed" and label.energy is None
-    assert label.reason.startswith("SCF not converged within MAX_SCF = 2 steps")
+    atoms = bulk("Si", "diamond", a=5.35)
+    atoms.positions[1] += [0.06, 0.0, 0.03]
+    label = Cp2kLabeller(FAST, threads=1).label(atoms, "uq-reference", tmp_path_factory.mktemp("reference"))
+    assert label.status == "ok" and not label.provenance.get("reruns")
+    return label
+
+
+def assert_same_answer(label, reference):
+    """Equal within what EPS_SCF = 1e-6 allows: the energy is variational (error second order in the
+    density error, ≪ 1e-6 eV), forces and stress first order (≈ 1e-6 Ha/Bohr ≈ 5e-5 eV/Å);
+    reruns here differ by ≤ 1e-9 eV and 5e-6 eV/Å."""
+    assert label.energy == pytest.approx(reference.energy, abs=1e-6)
+    np.testing.assert_allclose(label.forces, reference.forces, atol=1e-4)
+    np.testing.assert_allclose(label.stress, reference.stress, atol=1e-6)  # eV/Å³ (0.16 MPa)
+
+
+@pytest.mark.slow
+def test_an_unconverged_scf_is_rerun_from_its_wavefunction(si2, si2_reference, tmp_path):
+    """MAX_SCF 4 cannot converge (a normal run needs 9 steps); the rerun starts from the saved
+    wavefunction with MAX_SCF 8, α 0.2 and gives the normal run's answer."""
+    label = Cp2kLabeller(FAST.model_copy(update={"max_scf": 4}), threads=1).label(si2, "uq-scf", tmp_path)
+    assert label.status == "ok"
+    assert label.provenance["reruns"] == [{
+        "reason": "SCF not converged within MAX_SCF = 4 steps (EPS_SCF 1e-06)",
+        "changes": {"max_scf": [4, 8], "mixing_alpha": [0.4, 0.2], "wfn_restart_file": "uq-RESTART.kp"},
+    }]
+    assert label.provenance["settings"]["max_scf"] == 8 and label.provenance["settings"]["mixing_alpha"] == 0.2
+    output = (tmp_path / "cp2k-uq-scf" / "uq.out").read_text()
+    assert output.count("PROGRAM STARTED AT") == 1  # the rerun's output alone, never the failed run's
+    assert "Density guess:                                   RESTART" in output and "does not exist" not in output
+    assert label.provenance["scf_steps"] < si2_reference.provenance["scf_steps"]  # it continued, at half the α
+    assert_same_answer(label, si2_reference)
+
+
+@pytest.mark.slow
+def test_without_reruns_an_unconverged_scf_is_a_failed_label(si2, si2_reference, tmp_path):
+    """And what CP2K leaves for a rerun: the wavefunction after every SCF step, converged or not
+    (``.kp`` with k-points), and one backup, which a rerun uses when a kill cut the newest one short."""
+    label = Cp2kLabeller(FAST.model_copy(update={"max_scf": 2}), threads=1, max_reruns=0).label(si2, "uq-x", tmp_path)
+    assert label.status == "failed" and label.energy is None and "reruns" not in label.provenance
+    assert label.reason == "SCF not converged within MAX_SCF = 2 steps (EPS_SCF 1e-06) after 0 reruns"
+    folder = tmp_path / "cp2k-uq-x"
+    latest, backup = folder / "uq-RESTART.kp", folder / "uq-RESTART.kp.bak-1"
+    assert sorted(p.name for p in folder.glob("uq-RESTART*")) == [latest.name, backup.name]
+    assert latest.stat().st_size == backup.stat().st_size > 0
+    assert saved_wavefunction(folder, restart_file_name((3, 3, 3))) == latest.name
+    latest.write_bytes(latest.read_bytes()[:1000])  # what SIGKILL mid-write leaves (CP2K would crash reading it)
+    chosen = saved_wavefunction(folder, "uq-RESTART.kp")
+    assert chosen == backup.name
+    (folder / "uq.inp").write_text(write_input(si2, FAST, chosen))
+    (folder / "uq.out").unlink()
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "CP2K_DATA_DIR": "/usr/share/cp2k"}
+    subprocess.run(["cp2k.psmp", "-i", "uq.inp", "-o", "uq.out"], cwd=folder, env=environment, check=True,
+                   capture_output=True, timeout=300)
+    text = (folder / "uq.out").read_text()
+    assert "Density guess:                                   RESTART" in text and "does not exist" not in text
+    continued = parse_output(text, len(si2))
+    assert continued.scf_converged
+    assert continued.energy == pytest.approx(si2_reference.energy, abs=1e-6)
+    np.testing.assert_allclose(continued.forces, si2_reference.forces, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_an_earlier_labels_wavefunction_never_seeds_a_rerun(tmp_path):
+    """Γ only: CP2K writes ``uq-RESTART.wfn``; a stale one in the folder is removed before the
+    first attempt, so the rerun starts from this label's own file."""
+    ensure_cp2k()
+    atoms = bulk("Si", "diamond", a=5.43)
+    folder = tmp_path / "cp2k-uq-gamma"
+    folder.mkdir()
+    (folder / "uq-RESTART.wfn").write_bytes(b"an earlier structure's wavefunction")
+    (folder / "uq-RESTART.kp").write_bytes(b"an earlier mesh's density matrices")
+    gamma = FAST.model_copy(update={"kpoints": (1, 1, 1), "max_scf": 1})
+    label = Cp2kLabeller(gamma, threads=1, max_reruns=1).label(atoms, "uq-gamma", tmp_path)
+    assert label.status == "failed"  # 1 + 2 SCF steps are too few even from a restart
+    assert label.reason == "SCF not converged within MAX_SCF = 2 steps (EPS_SCF 1e-06) after 1 rerun"
+    assert label.provenance["reruns"][0]["changes"]["wfn_restart_file"] == "uq-RESTART.wfn"
+    assert not (folder / "uq-RESTART.kp").exists()
+    latest, backup = folder / "uq-RESTART.wfn", folder / "uq-RESTART.wfn.bak-1"
+    assert latest.stat().st_size == backup.stat().st_size > 1000  # both this label's, no stale backup
+    output = (folder / "uq.out").read_text()
+    assert "Density guess:                                   RESTART" in output and "does not exist" not in output
 
 
 @pytest.mark.slow
@@ -130,13 +220,72 @@ def test_missing_executable_and_timeout_are_failed_labels(si2, tmp_path):
     sleeper = tmp_path / "slow-cp2k"
     sleeper.write_text("#!/bin/sh\nsleep 30\n")
     sleeper.chmod(0o755)
-    timed_out = Cp2kLabeller(FAST, command=str(sleeper), timeout=1).label(si2, "uq-y", tmp_path)
-    assert timed_out.status == "failed" and timed_out.reason == "CP2K did not finish within 1 s"
+    timed_out = Cp2kLabeller(FAST, command=str(sleeper), timeout=1, max_reruns=1).label(si2, "uq-y", tmp_path)
+    assert timed_out.status == "failed" and timed_out.reason == "CP2K did not finish within 1 s after 1 rerun"
+    # nothing saved to continue from: the rerun starts from scratch with the same settings
+    assert timed_out.provenance["reruns"] == [{"reason": "CP2K did not finish within 1 s",
+                                               "changes": {"wfn_restart_file": None}}]
     crashing = tmp_path / "crash-cp2k"
     crashing.write_text("#!/bin/sh\necho 'segmentation fault' >&2\nexit 139\n")
     crashing.chmod(0o755)
     crashed = Cp2kLabeller(FAST, command=str(crashing)).label(si2, "uq-z", tmp_path)
     assert crashed.status == "failed" and "wrote no output (exit code 139): segmentation fault" in crashed.reason
+    assert crashed.reason.endswith("segmentation fault") and "reruns" not in crashed.provenance  # not rerun
+
+
+def test_which_failure_gets_which_rerun():
+    settings = Cp2kSettings(max_scf=50, mixing_alpha=0.4)
+    first = next_attempt(SCF_NOT_CONVERGED, settings, 1, 2)
+    assert (first.max_scf, first.mixing_alpha) == (100, 0.2)
+    second = next_attempt(SCF_NOT_CONVERGED, first, 2, 2)
+    assert (second.max_scf, second.mixing_alpha) == (200, 0.1)
+    assert next_attempt(SCF_NOT_CONVERGED, second, 3, 2) is None  # the bound
+    assert next_attempt(SCF_NOT_CONVERGED, settings, 1, 0) is None
+    unchanged = {k: v for k, v in second.model_dump().items() if k not in ("max_scf", "mixing_alpha")}
+    assert unchanged == {k: v for k, v in settings.model_dump().items() if k not in ("max_scf", "mixing_alpha")}
+    assert next_attempt(TIMED_OUT, first, 2, 2) == first and next_attempt(TIMED_OUT, first, 3, 2) is None
+    for other in (None, "crash"):
+        assert next_attempt(other, settings, 1, 2) is None
+
+
+def test_reruns_halve_the_mixing_down_to_a_floor_never_up_to_it():
+    assert next_attempt(SCF_NOT_CONVERGED, Cp2kSettings(mixing_alpha=0.08), 1, 5).mixing_alpha == MIN_MIXING_ALPHA
+    assert next_attempt(SCF_NOT_CONVERGED, Cp2kSettings(mixing_alpha=MIN_MIXING_ALPHA), 1, 5).mixing_alpha == MIN_MIXING_ALPHA
+    assert next_attempt(SCF_NOT_CONVERGED, Cp2kSettings(mixing_alpha=0.01), 1, 5).mixing_alpha == 0.01
+
+
+def test_the_rerun_input_restarts_from_the_wavefunction_file():
+    atoms = bulk("Si", "diamond", a=5.43)
+    fresh = write_input(atoms, FAST)
+    assert "SCF_GUESS" not in fresh and "WFN_RESTART_FILE_NAME" not in fresh
+    assert "QS_SCF 1" in fresh and "BACKUP_COPIES 1" in fresh  # saved after every SCF step
+    rerun = write_input(atoms, FAST, "uq-RESTART.kp.bak-1")
+    assert "SCF_GUESS RESTART" in rerun and "WFN_RESTART_FILE_NAME uq-RESTART.kp.bak-1" in rerun
+    assert (restart_file_name((1, 1, 1)), restart_file_name((3, 3, 3))) == ("uq-RESTART.wfn", "uq-RESTART.kp")
+
+
+def test_a_wavefunction_cut_short_is_passed_over_for_its_backup(tmp_path):
+    assert saved_wavefunction(tmp_path, "uq-RESTART.wfn") is None
+    (tmp_path / "uq-RESTART.wfn").write_bytes(b"x" * 100)
+    assert saved_wavefunction(tmp_path, "uq-RESTART.wfn") == "uq-RESTART.wfn"
+    (tmp_path / "uq-RESTART.wfn.bak-1").write_bytes(b"y" * 100)
+    assert saved_wavefunction(tmp_path, "uq-RESTART.wfn") == "uq-RESTART.wfn"
+    (tmp_path / "uq-RESTART.wfn").write_bytes(b"x" * 40)
+    assert saved_wavefunction(tmp_path, "uq-RESTART.wfn") == "uq-RESTART.wfn.bak-1"
+    (tmp_path / "uq-RESTART.wfn").unlink()  # killed between CP2K's rename to .bak-1 and its write
+    assert saved_wavefunction(tmp_path, "uq-RESTART.wfn") == "uq-RESTART.wfn.bak-1"
+
+
+def test_the_rerun_bound_is_a_setting(monkeypatch):
+    monkeypatch.setenv("UQ_FLOWS_CP2K_MAX_RERUNS", "0")
+    assert Cp2kLabeller.from_settings(FAST).max_reruns == 0
+    monkeypatch.delenv("UQ_FLOWS_CP2K_MAX_RERUNS")
+    from uq_flows.settings import get_settings
+
+    get_settings.cache_clear()
+    assert Cp2kLabeller.from_settings(FAST).max_reruns == 2
+    with pytest.raises(InputError, match="reruns must be a whole number ≥ 0, got -1"):
+        Cp2kLabeller(FAST, max_reruns=-1)
 
 
 def test_time_reversal_keeps_one_of_each_k_minus_k_pair():

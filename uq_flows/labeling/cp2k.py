@@ -9,6 +9,13 @@ coordinates are rejected without running CP2K. Each structure runs in its own fo
 is parsed for energy, forces, stress, SCF convergence and errors. Every failure (missing
 executable, crash, timeout, unconverged SCF, incomplete output) becomes a failed ``Label`` with
 its reason, never an exception that stops a batch.
+
+Like custodian's CP2K handlers, an unconverged SCF or a timeout is first rerun in the same
+folder, up to ``max_reruns`` times (``next_attempt`` decides, without CP2K): from the
+wavefunction CP2K saved after every SCF step (``uq-RESTART.wfn`` at Γ, ``uq-RESTART.kp`` with
+k-points; from scratch if there is none), an unconverged SCF with twice MAX_SCF and half the
+mixing α. Nothing that changes the converged answer is touched. The label's provenance lists
+the reruns and the settings of the final run.
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ from uq_flows.screening import (
 )
 
 INPUT_NAME, OUTPUT_NAME = "uq.inp", "uq.out"
+PROJECT = "uq"  # CP2K names its files after it: uq-RESTART.wfn (Γ only) or uq-RESTART.kp (k-points)
 
 
 class Cp2kSettings(BaseModel):
@@ -125,8 +133,16 @@ def structure_rejection(atoms: Atoms, hard_min_distance: float = HARD_MIN_DISTAN
     return None
 
 
-def write_input(atoms: Atoms, settings: Cp2kSettings) -> str:
-    """The CP2K input file for an energy, force and stress evaluation of ``atoms``."""
+def restart_file_name(mesh: tuple[int, int, int]) -> str:
+    """The wavefunction file CP2K writes: MOs at Γ (``.wfn``), real-space density matrices with k-points (``.kp``)."""
+    return f"{PROJECT}-RESTART.{'wfn' if tuple(mesh) == (1, 1, 1) else 'kp'}"
+
+
+def write_input(atoms: Atoms, settings: Cp2kSettings, wavefunction: str | None = None) -> str:
+    """The CP2K input file for an energy, force and stress evaluation of ``atoms``.
+
+    CP2K saves its wavefunction after every SCF step (one backup copy); with ``wavefunction`` (a
+    file in the run's folder) the SCF starts from that file instead of atomic densities."""
     if not all(atoms.pbc):
         raise UqFlowsError("the CP2K labeller handles 3D-periodic cells only")
     mesh = settings.mesh(atoms)
@@ -142,6 +158,8 @@ def write_input(atoms: Atoms, settings: Cp2kSettings) -> str:
     kpoints = _kpoints_section(*settings.kpoint_list(mesh)) if mesh != (1, 1, 1) else ""
     cell = "\n".join(f"      {axis} {v[0]:.10f} {v[1]:.10f} {v[2]:.10f}" for axis, v in zip("ABC", atoms.cell.array))
     coords = "\n".join(f"      {s} {p[0]:.10f} {p[1]:.10f} {p[2]:.10f}" for s, p in zip(atoms.get_chemical_symbols(), atoms.positions))
+    restart_file = f"    WFN_RESTART_FILE_NAME {wavefunction}\n" if wavefunction else ""
+    guess = "      SCF_GUESS RESTART\n" if wavefunction else ""
     kinds = "".join(
         f"""    &KIND {symbol}
       BASIS_SET {settings.basis_set}
@@ -151,7 +169,7 @@ def write_input(atoms: Atoms, settings: Cp2kSettings) -> str:
         for symbol in sorted(set(atoms.get_chemical_symbols()))
     )
     return f"""&GLOBAL
-  PROJECT uq
+  PROJECT {PROJECT}
   RUN_TYPE ENERGY_FORCE
   PRINT_LEVEL LOW
 &END GLOBAL
@@ -161,7 +179,7 @@ def write_input(atoms: Atoms, settings: Cp2kSettings) -> str:
   &DFT
     BASIS_SET_FILE_NAME {settings.basis_set_file}
     POTENTIAL_FILE_NAME {settings.potential_file}
-    UKS {"T" if settings.spin_polarized else "F"}
+{restart_file}    UKS {"T" if settings.spin_polarized else "F"}
     &MGRID
       CUTOFF {settings.cutoff}
       REL_CUTOFF {settings.rel_cutoff}
@@ -170,6 +188,14 @@ def write_input(atoms: Atoms, settings: Cp2kSettings) -> str:
       EPS_SCF {settings.eps_scf:.3E}
       MAX_SCF {settings.max_scf}
       ADDED_MOS {settings.added_mos}
+{guess}      &PRINT
+        &RESTART ON
+          BACKUP_COPIES 1
+          &EACH
+            QS_SCF 1
+          &END EACH
+        &END RESTART
+      &END PRINT
 {smear}      &DIAGONALIZATION
       &END DIAGONALIZATION
       &MIXING
@@ -285,14 +311,39 @@ def check_executable(command: str) -> list[str]:
 
 MPI_START_FAILURE = "before MPI_INIT completed"  # OpenMPI's message when its runtime could not start
 MPI_START_RETRIES = 2
+SCF_NOT_CONVERGED, TIMED_OUT = "scf_not_converged", "timeout"  # the failures a rerun can fix
+MIN_MIXING_ALPHA = 0.05  # reruns halve α down to this, never below (nor above a smaller α given)
+
+
+def next_attempt(failure: str | None, settings: Cp2kSettings, attempt: int, max_reruns: int) -> Cp2kSettings | None:
+    """The settings of rerun number ``attempt`` (1, 2, …) after ``failure``, or None: no rerun.
+
+    An unconverged SCF gets twice MAX_SCF and half the mixing α (not below ``MIN_MIXING_ALPHA``);
+    a timeout the same settings. Neither changes the converged answer; other failures are not rerun.
+    """
+    if failure not in (SCF_NOT_CONVERGED, TIMED_OUT) or attempt > max_reruns:
+        return None
+    if failure == TIMED_OUT:
+        return settings
+    alpha = min(settings.mixing_alpha, max(MIN_MIXING_ALPHA, settings.mixing_alpha / 2))
+    return settings.model_copy(update={"max_scf": 2 * settings.max_scf, "mixing_alpha": alpha})
+
+
+def saved_wavefunction(folder: Path, name: str) -> str | None:
+    """The newest whole wavefunction file CP2K left in ``folder``: ``name``, or its backup
+    ``name.bak-1`` when a kill cut ``name`` short mid-write (it is then smaller); None if neither exists."""
+    latest, backup = folder / name, folder / f"{name}.bak-1"
+    if latest.exists() and (not backup.exists() or latest.stat().st_size >= backup.stat().st_size):
+        return latest.name
+    return backup.name if backup.exists() else None
 
 
 @dataclass
 class Cp2kLabeller:
     """Runs CP2K on structures, one folder each under ``workdir``; returns labels.
 
-    The settings, thread count and timeout are checked when the labeller is made: bad values
-    raise ``InputError`` before any structure is touched.
+    The settings, thread count, timeout and rerun bound are checked when the labeller is made:
+    bad values raise ``InputError`` before any structure is touched.
     """
 
     settings: Cp2kSettings = field(default_factory=Cp2kSettings)
@@ -300,6 +351,7 @@ class Cp2kLabeller:
     data_dir: Path = Path("/usr/share/cp2k")
     threads: int = 1
     timeout: float = 3600.0
+    max_reruns: int = 2
 
     def __post_init__(self):
         settings = self.settings.model_dump() if isinstance(self.settings, BaseModel) else self.settings
@@ -308,13 +360,16 @@ class Cp2kLabeller:
             raise InputError(f"CP2K threads must be at least 1, got {self.threads}")
         if not self.timeout > 0:
             raise InputError(f"CP2K timeout must be positive (seconds), got {self.timeout}")
+        if int(self.max_reruns) != self.max_reruns or self.max_reruns < 0:
+            raise InputError(f"CP2K reruns must be a whole number ≥ 0, got {self.max_reruns}")
 
     @classmethod
     def from_settings(cls, settings: Cp2kSettings | None = None) -> Cp2kLabeller:
         from uq_flows.settings import get_settings
 
         s = get_settings()
-        return cls(settings or Cp2kSettings(), s.cp2k_command, s.cp2k_data_dir, s.cp2k_threads, s.cp2k_timeout)
+        return cls(settings or Cp2kSettings(), s.cp2k_command, s.cp2k_data_dir, s.cp2k_threads, s.cp2k_timeout,
+                   s.cp2k_max_reruns)
 
     def provenance(self, atoms: Atoms) -> dict:
         """Code, settings, the k-mesh N1×N2×N3 and how many points CP2K was given for it."""
@@ -323,7 +378,8 @@ class Cp2kLabeller:
         return {"code": "cp2k", "settings": self.settings.model_dump(), "kpoints": list(mesh), "n_kpoints": n_points}
 
     def label(self, atoms: Atoms, structure_id: str, workdir: Path, **fields) -> Label:
-        """Label one structure; a rejected label if it must not be run, failed on any error."""
+        """Label one structure; a rejected label if it must not be run, failed on any error that
+        the reruns (``next_attempt``) did not fix."""
         extra_provenance = fields.pop("provenance", {})
         if problem := structure_rejection(atoms, self.settings.hard_min_distance):
             provenance = {"code": "cp2k", "settings": self.settings.model_dump(), **extra_provenance}
@@ -332,19 +388,48 @@ class Cp2kLabeller:
         provenance = {**self.provenance(atoms), **extra_provenance}
         failed = lambda reason: Label.failed(structure_id, DFT, "cp2k", reason, provenance=provenance, **fields)  # noqa: E731
         try:
-            text = write_input(atoms, self.settings)
+            write_input(atoms, self.settings)
             command = check_executable(self.command)
         except UqFlowsError as error:
             return failed(str(error))
         folder = Path(workdir) / f"cp2k-{structure_id}"
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / INPUT_NAME).write_text(text)
-        (folder / OUTPUT_NAME).unlink(missing_ok=True)  # CP2K appends: an old run's output must not be read as this one
-        provenance["input_sha256"] = hashlib.sha256(text.encode()).hexdigest()
+        for stale in folder.glob(f"{PROJECT}-RESTART.*"):  # an earlier label's wavefunction must not seed a rerun
+            stale.unlink()
         provenance["folder"] = str(folder)
         provenance["command"] = self.command
         environment = {**os.environ, "OMP_NUM_THREADS": str(self.threads), "CP2K_DATA_DIR": str(self.data_dir)}
+        settings, wavefunction, reruns = self.settings, None, []
         started = time.perf_counter()
+        while True:
+            text = write_input(atoms, settings, wavefunction)
+            (folder / INPUT_NAME).write_text(text)
+            provenance["settings"] = settings.model_dump()
+            provenance["input_sha256"] = hashlib.sha256(text.encode()).hexdigest()
+            output, failure, reason = self._run(command, folder, environment, settings, len(atoms), provenance)
+            provenance["wall_time_s"] = round(time.perf_counter() - started, 3)
+            if reason is None:
+                return Label.from_results(structure_id, DFT, "cp2k", output.energy, output.forces, output.stress,
+                                          provenance=provenance, **fields)
+            rerun = next_attempt(failure, settings, len(reruns) + 1, self.max_reruns)
+            if rerun is None:
+                tried = f" after {len(reruns)} rerun{'' if len(reruns) == 1 else 's'}" if failure else ""
+                return failed(reason + tried)
+            wavefunction = saved_wavefunction(folder, restart_file_name(settings.mesh(atoms)))
+            changes = {key: [old, new] for key, old in settings.model_dump().items()
+                       if (new := getattr(rerun, key)) != old}
+            reruns.append({"reason": reason, "changes": {**changes, "wfn_restart_file": wavefunction}})
+            provenance["reruns"] = reruns
+            settings = rerun
+
+    def _run(self, command: list[str], folder: Path, environment: dict, settings: Cp2kSettings, n_atoms: int,
+             provenance: dict) -> tuple[Cp2kOutput | None, str | None, str | None]:
+        """Run CP2K once on the folder's input: (output, None, None) on success, else (output or None,
+        the kind of failure a rerun may fix or None, the reason)."""
+        output_path = folder / OUTPUT_NAME
+        output_path.unlink(missing_ok=True)  # CP2K appends: an old run's output must not be read as this one
+        for earlier in ("version", "scf_steps"):  # nor an earlier attempt's numbers
+            provenance.pop(earlier, None)
         for attempt in range(1 + MPI_START_RETRIES):
             try:
                 process = subprocess.run(
@@ -352,33 +437,30 @@ class Cp2kLabeller:
                     capture_output=True, text=True, timeout=self.timeout,
                 )
             except subprocess.TimeoutExpired:
-                return failed(f"CP2K did not finish within {self.timeout:g} s")
+                return None, TIMED_OUT, f"CP2K did not finish within {self.timeout:g} s"
             except OSError as error:
-                return failed(f"CP2K could not start: {error}")
+                return None, None, f"CP2K could not start: {error}"
             if process.returncode == 0 or MPI_START_FAILURE not in process.stderr:
                 break
             # the MPI runtime failed before CP2K ran (a busy node's singleton start-up): nothing was computed
-            provenance["mpi_start_retries"] = attempt + 1
-            (folder / OUTPUT_NAME).unlink(missing_ok=True)
+            provenance["mpi_start_retries"] = provenance.get("mpi_start_retries", 0) + 1
+            output_path.unlink(missing_ok=True)
             time.sleep(1.0 + attempt)
-        provenance["wall_time_s"] = round(time.perf_counter() - started, 3)
-        output_path = folder / OUTPUT_NAME
         if not output_path.exists():
-            return failed(f"CP2K wrote no output (exit code {process.returncode}): {process.stderr.strip()[-300:]}")
-        output = parse_output(output_path.read_text(errors="replace"), len(atoms))
+            return None, None, f"CP2K wrote no output (exit code {process.returncode}): {process.stderr.strip()[-300:]}"
+        output = parse_output(output_path.read_text(errors="replace"), n_atoms)
         provenance["version"] = output.version
         provenance["scf_steps"] = output.scf_steps
         if process.returncode != 0 or output.errors:
             detail = "; ".join(output.errors) or process.stderr.strip()[-300:] or "no message"
-            return failed(f"CP2K failed (exit code {process.returncode}): {detail}")
+            return output, None, f"CP2K failed (exit code {process.returncode}): {detail}"
         if output.scf_converged is False:
-            return failed(f"SCF not converged within MAX_SCF = {self.settings.max_scf} steps (EPS_SCF {self.settings.eps_scf:g})")
+            return output, SCF_NOT_CONVERGED, (f"SCF not converged within MAX_SCF = {settings.max_scf} steps "
+                                               f"(EPS_SCF {settings.eps_scf:g})")
         if output.energy is None or output.forces is None:
-            return failed("CP2K output has no " + ("energy" if output.energy is None else "forces") +
-                          ("" if output.completed else " (run did not complete)"))
-        return Label.from_results(
-            structure_id, DFT, "cp2k", output.energy, output.forces, output.stress, provenance=provenance, **fields
-        )
+            return output, None, ("CP2K output has no " + ("energy" if output.energy is None else "forces") +
+                                  ("" if output.completed else " (run did not complete)"))
+        return output, None, None
 
 
 def describe_mesh(provenance: dict) -> str:
