@@ -56,9 +56,8 @@ def tolerate_failed_parents(job):
     waits (``_allow_fizzled_parents`` False, ``_uq_waits_for_retries``) until ``resume`` finds
     the failed parent out of retries and releases it.
     """
-    from jobflow import OnMissing
-
-    job.config.on_missing_references = OnMissing.NONE
+    on_missing = type(job.config.on_missing_references)  # jobflow's OnMissing, not imported here
+    job.config.on_missing_references = on_missing("none")
     job.config.manager_config = {**job.config.manager_config, "_allow_fizzled_parents": False,
                                  WAITS_FOR_RETRIES: True}
     return job
