@@ -76,11 +76,12 @@ def _start_worker(lp_file: Path, category: str, folder: Path, timeout: int = 400
                             stderr=open(folder / "rlaunch.log", "a"), start_new_session=True)
 
 
-def _start_pilot(category: str, folder: Path, idle_timeout: int = 400) -> subprocess.Popen:
-    """``uq-flows worker`` (a pilot: heartbeats every ``UQ_FLOWS_HEARTBEAT_SECONDS``) named as rlaunch's fworkers."""
+def _start_pilot(category: str, folder: Path, idle_timeout: int = 400, resume_every: float = 60) -> subprocess.Popen:
+    """``uq-flows worker`` (a pilot: heartbeats every ``UQ_FLOWS_HEARTBEAT_SECONDS``, a resume pass
+    every ``resume_every`` s while idle) named as rlaunch's fworkers."""
     folder.mkdir(parents=True, exist_ok=True)
     cmd = [str(REPO / ".venv" / "bin" / "uq-flows"), "worker", "--category", category, "--name", f"uq-flows-{category}",
-           "--idle-timeout", str(idle_timeout), "--launch-dir", str(folder)]
+           "--idle-timeout", str(idle_timeout), "--resume-every", str(resume_every), "--launch-dir", str(folder)]
     return subprocess.Popen(cmd, cwd=folder, env=worker_env(), stdout=subprocess.DEVNULL,
                             stderr=open(folder / "rlaunch.log", "a"), start_new_session=True)
 
@@ -190,7 +191,9 @@ def test_loop_with_a_gpu_and_a_cpu_rlaunch_worker(wire_files, tmp_path):
 @pytest.mark.timeout(600)
 def test_kill_9_of_a_pilot_during_a_reference_label_then_resume(wire_files, tmp_path, monkeypatch):
     """Pilots ping every 0.5 s; a job is lost after 4 missed pings (2 s) with no --lost-after:
-    a live label running longer than that is left alone, the killed pilot's label is rerun once."""
+    a live label running longer than that is left alone; the killed pilot's label is found lost
+    and rerun once by the pilots themselves (a resume pass each second while idle), no resume
+    command needed."""
     effects = tmp_path / "labels.jsonl"
     monkeypatch.setenv("UQ_TEST_SLOW_SECONDS", "6")
     monkeypatch.setenv("UQ_TEST_LABEL_EFFECTS", str(effects))
@@ -202,8 +205,8 @@ def test_kill_9_of_a_pilot_during_a_reference_label_then_resume(wire_files, tmp_
                           convergence={"max_iterations": 1})  # one iteration: every candidate goes to the slow labeller
     loop = run_json("submit", config)["loop"]
     lp = _launchpad()
-    gpu = _start_pilot("gpu", tmp_path / "gpu")
-    cpu = _start_pilot("cpu", tmp_path / "cpu-1")
+    gpu = _start_pilot("gpu", tmp_path / "gpu", resume_every=1)
+    cpu = _start_pilot("cpu", tmp_path / "cpu-1", resume_every=1)
     killed = None
     try:
         def labelling():
@@ -221,17 +224,9 @@ def test_kill_9_of_a_pilot_during_a_reference_label_then_resume(wire_files, tmp_
         assert live["lost"] == [] and live["rerun"] == [] and live["exhausted"] == [], live
         with_group(cpu, signal.SIGKILL)
         cpu.wait(timeout=10)
-        # the gpu worker may still be busy (teacher labels): resume only once the dead run is the only RUNNING one
-        wait_for(lambda: [d["fw_id"] for d in _fireworks(lp, loop) if d["state"] == "RUNNING"] == [killed["fw_id"]],
-                 timeout=180, interval=0.5, what="the gpu worker to finish its running job")
-        time.sleep(2.5)  # more than 4 missed heartbeats
-        report = run_json("resume", loop)
-        rows = report.get("reports", [report])[-1] if "reports" in report else report
-        assert rows["lost"] == [killed["fw_id"]], report
-        assert [(r["fw_id"], r["kind"]) for r in rows["rerun"]] == [(killed["fw_id"], "lost")], report
-        cpu = _start_pilot("cpu", tmp_path / "cpu-2")
+        cpu = _start_pilot("cpu", tmp_path / "cpu-2", resume_every=1)
         if gpu.poll() is not None:
-            gpu = _start_pilot("gpu", tmp_path / "gpu-2")
+            gpu = _start_pilot("gpu", tmp_path / "gpu-2", resume_every=1)
         wait_for(lambda: _loop_done(lp, loop, [gpu, cpu]), timeout=400, interval=2, what="the resumed loop to finish")
     finally:
         stop_process(cpu)
@@ -242,9 +237,11 @@ def test_kill_9_of_a_pilot_during_a_reference_label_then_resume(wire_files, tmp_
     (iteration,) = status["iterations"]
     assert iteration["n_dft_ok"] >= 1 and iteration["n_teacher"] == 0
 
-    # the killed firework was launched twice, every other once
+    # the killed firework was found lost and launched twice, every other once
     runs = {d["fw_id"]: len(d.get("launches") or []) + len(d.get("archived_launches") or []) for d in docs}
     assert runs.pop(killed["fw_id"]) == 2 and set(runs.values()) == {1}
+    history = lp.fireworks.find_one({"fw_id": killed["fw_id"]})["spec"]["_uq_retry"]["history"]
+    assert [h["kind"] for h in history] == ["lost"] and "no heartbeat for more than 2 s" in history[0]["reason"]
     _category_of_launches(lp, docs)
     # its effect is recorded once: one output document, one label in the results
     label_docs = [d for d in _docs(loop, DFT_LABEL) if d["name"] == killed["name"]]

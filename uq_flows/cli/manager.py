@@ -160,11 +160,13 @@ def worker(
     loop: Annotated[str | None, typer.Option("--loop", help="Only fireworks of this loop.")] = None,
     name: Annotated[str | None, typer.Option("--name", help="Worker name recorded in the launches (default: uq-flows-CATEGORY-HOST-PID).")] = None,
     launch_dir: Annotated[Path | None, typer.Option("--launch-dir", help="Folder for the launcher_* run folders (default: $UQ_FLOWS_HOME/launches).")] = None,
+    resume_every: Annotated[float, typer.Option("--resume-every", min=0, help="While idle, a resume pass (retries, lost runs, rebuilds) at most this often, in seconds (0: never).")] = 60.0,
     launchpad: LaunchpadOption = None,
     jobstore: JobstoreOption = None,
     json_out: JsonOption = False,
 ) -> None:
-    """A pilot worker: run fireworks of one category, one after another, until idle (one allocation, many jobs)."""
+    """A pilot worker: run fireworks of one category, one after another, until idle (one allocation,
+    many jobs); while idle it resumes failed and lost jobs."""
     import os
     import socket
 
@@ -189,7 +191,7 @@ def worker(
             launched = run_worker(lp, category, name=name, loop=loop,
                                   launch_dir=launch_dir or Path(settings.home).expanduser() / "launches",
                                   max_launches=max_jobs, idle_timeout=idle_timeout, timeout=timeout,
-                                  log_file=log_file_path(),
+                                  log_file=log_file_path(), resume_every=resume_every or None,
                                   progress=lambda line: err.print(line, highlight=False))
         finally:
             close_launchpad(lp)

@@ -65,12 +65,15 @@ def run_worker(
     log_level: str = "WARNING",
     log_file: Path | str | None = None,
     progress: Callable[[str], None] | None = None,
+    resume_every: float | None = None,
 ) -> int:
     """Launch rockets (of ``category``, and of ``loop`` if given) until idle; the number launched.
 
     Idle means nothing READY, RUNNING or RESERVED in scope (``idle_checks`` times), or, for a
     pilot (``idle_timeout``), nothing of its category to run for ``idle_timeout`` seconds:
-    a pilot does not hold its allocation while other queues' jobs run."""
+    a pilot does not hold its allocation while other queues' jobs run. With ``resume_every``,
+    an idle worker makes a ``resume`` pass (reruns, releases, rebuilds) at most that often, so
+    the loops of a cluster resume on their own while pilots run."""
     import fireworks.core.rocket
     from fireworks import FWorker
     from fireworks.core.rocket_launcher import launch_rocket
@@ -86,7 +89,7 @@ def run_worker(
     deadline = None if timeout is None else time.monotonic() + timeout
     logger = logging.getLogger(__name__)
     launched, idle, start_dir, began = 0, 0, os.getcwd(), time.monotonic()
-    last_work = began
+    last_work = last_resume = began
     rocket_stdout = _log_stream(log_file) if log_file else None
     # the heartbeat: rockets ping their launch this often, and the launch records it (its fworker's
     # env), so resume knows when this worker's job is lost (``heartbeat_seconds`` × ``lost_after_pings``)
@@ -121,6 +124,10 @@ def run_worker(
                     os.rmdir(workdir)
                 last_work = time.monotonic()
                 continue
+            if resume_every is not None and time.monotonic() - last_resume >= resume_every:
+                last_resume = time.monotonic()
+                if _resume_pass(lp, loop, progress):
+                    continue
             if idle_timeout is not None:
                 if time.monotonic() - last_work >= idle_timeout:
                     break
@@ -134,6 +141,20 @@ def run_worker(
     finally:
         os.chdir(start_dir)
     return launched
+
+
+def _resume_pass(lp: LaunchPad, loop: str | None, progress: Callable[[str], None] | None) -> bool:
+    """One ``resume`` pass with the loop rebuild; whether it changed anything."""
+    from uq_flows.manager.rebuild import rebuild_loop
+    from uq_flows.manager.resume import resume
+
+    report = resume(lp, loop, rebuild=rebuild_loop)
+    if progress is not None:
+        for row in report.rerun:
+            progress(f"job {row['fw_id']} {row['name']}: retry {row['retry']} ({row['kind']})")
+        for name, rebuilt in report.rebuilt.items():
+            progress(f"loop {name}: rebuilt iteration {rebuilt['iteration']}")
+    return report.changed
 
 
 def run_with_retries(lp: LaunchPad, loop: str, *, progress: Callable[[str], None] | None = None,
