@@ -126,7 +126,7 @@ def run_worker(
                 continue
             if resume_every is not None and time.monotonic() - last_resume >= resume_every:
                 last_resume = time.monotonic()
-                if _resume_pass(lp, loop, progress):
+                if _resume_pass(lp, loop, progress).changed:
                     continue
             if idle_timeout is not None:
                 if time.monotonic() - last_work >= idle_timeout:
@@ -143,18 +143,19 @@ def run_worker(
     return launched
 
 
-def _resume_pass(lp: LaunchPad, loop: str | None, progress: Callable[[str], None] | None) -> bool:
-    """One ``resume`` pass with the loop rebuild; whether it changed anything."""
+def _resume_pass(lp: LaunchPad, loop: str | None, progress: Callable[[str], None] | None,
+                 rebuild: bool = True):
+    """One ``resume`` pass (with the loop rebuild), its reruns and rebuilds told to ``progress``; the report."""
     from uq_flows.manager.rebuild import rebuild_loop
     from uq_flows.manager.resume import resume
 
-    report = resume(lp, loop, rebuild=rebuild_loop)
+    report = resume(lp, loop, rebuild=rebuild_loop if rebuild else None)
     if progress is not None:
         for row in report.rerun:
             progress(f"job {row['fw_id']} {row['name']}: retry {row['retry']} ({row['kind']})")
         for name, rebuilt in report.rebuilt.items():
             progress(f"loop {name}: rebuilt iteration {rebuilt['iteration']}")
-    return report.changed
+    return report
 
 
 def run_with_retries(lp: LaunchPad, loop: str, *, progress: Callable[[str], None] | None = None,
@@ -162,21 +163,17 @@ def run_with_retries(lp: LaunchPad, loop: str, *, progress: Callable[[str], None
     """Run ``loop``'s rockets here until nothing can run, retrying failed jobs as ``resume`` does
     (its retry limit and backoff, waiting out the backoff), so a job that tolerates failed
     parents runs only once their retries are spent; the number of rockets launched."""
-    from uq_flows.manager.resume import resume
-
-    say = progress or (lambda line: None)
     launched = 0
     while True:
         launched += run_worker(lp, None, loop=loop, progress=progress, **worker_kwargs)
-        report = resume(lp, loop)
-        for row in report.rerun:
-            say(f"job {row['fw_id']} {row['name']}: retry {row['retry']} ({row['kind']})")
+        report = _resume_pass(lp, loop, progress, rebuild=False)  # a failed loop is left to `resume`
         if report.rerun or report.released or report.inconsistent:
             continue
         if not report.waiting:
             return launched
         due = min(row["due_in"] for row in report.waiting)
-        say(f"{len(report.waiting)} failed job(s) of {loop}: next retry in {due:.0f} s")
+        if progress is not None:
+            progress(f"{len(report.waiting)} failed job(s) of {loop}: next retry in {due:.0f} s")
         wait(due)
 
 
