@@ -270,7 +270,10 @@ def main() -> int:
     folder.mkdir(parents=True, exist_ok=True)
     try:
         install()
+        load_before = os.getloadavg()
         result = run(args.config, folder, args.timeout)
+        # other work on the machine stretches the fireworks more than the handoffs: say how busy it was
+        result["loadavg_before_after"] = [round(load_before[0], 2), round(os.getloadavg()[0], 2)]
     except CannotRun as error:
         print(json.dumps({"completed": False, "skipped": str(error)}))
         return 2
