@@ -46,6 +46,9 @@ from pathlib import Path
 import numpy as np
 from ase.calculators.emt import EMT
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+
+from benchmarks.campaigns import distinct_cells  # noqa: E402  (the same distinct Cu cells)
 from uq_flows.ace.basis import AceFitOptions, create_basis
 from uq_flows.ace.data import TrainingSet, fit_frame, fit_reference_energies, training_set
 from uq_flows.ace.fit import SUMMARY_FILE, AceFitResult, fit_ace, read_summary
@@ -53,11 +56,9 @@ from uq_flows.ace.linear import row_weights
 from uq_flows.ace.potential import AceCalculator, predict
 from uq_flows.explore.generators import starting_set
 from uq_flows.io import read_structures, with_labels, write_extxyz
-from uq_flows.records import structure_id
 from uq_flows.settings import get_settings
 
 RESULTS = Path(__file__).resolve().parent / "results" / "fast_student.json"
-DUPLICATE_RATTLE = 0.03  # Å
 TARGET_ERROR_RATIO = 1.3
 TARGET_TIME_RATIO = 0.10
 REFERENCE_MAX_TEST_OVER_TRAIN = 3.0  # a converged fit whose test force RMSE exceeds 3x its train RMSE overfits
@@ -66,19 +67,6 @@ KAPPAS = [0.01, 0.1, 0.3]
 
 
 # ---------------------------------------------------------------- data
-
-def _distinct(structures: list, seen: set[str], seed: int) -> list:
-    """Duplicates (same content id as an earlier cell) rattled by DUPLICATE_RATTLE Å until new."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for atoms in structures:
-        atoms = atoms.copy()
-        while (key := structure_id(atoms)) in seen:
-            atoms.positions += rng.normal(scale=DUPLICATE_RATTLE, size=atoms.positions.shape)
-        seen.add(key)
-        out.append(atoms)
-    return out
-
 
 def _label(structures: list) -> list:
     out = []
@@ -98,8 +86,8 @@ def make_data(folder: Path, n: int, n_test: int, seed: int) -> tuple[TrainingSet
     if made.get("made_with") != wanted:
         begin = time.perf_counter()
         seen: set[str] = set()
-        train = _label(_distinct(starting_set(["Cu"], n, max_atoms=8, seed=seed), seen, seed))
-        test = _label(_distinct(starting_set(["Cu"], n_test, max_atoms=8, seed=seed + 1), seen, seed + 1))
+        train = _label(distinct_cells(starting_set(["Cu"], n, max_atoms=8, seed=seed), seen, seed))
+        test = _label(distinct_cells(starting_set(["Cu"], n_test, max_atoms=8, seed=seed + 1), seen, seed + 1))
         write_extxyz(folder / "train.extxyz", train)
         write_extxyz(folder / "test.extxyz", test)
         made = {"made_with": wanted, "seconds": round(time.perf_counter() - begin, 1)}
