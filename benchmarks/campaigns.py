@@ -1,6 +1,6 @@
 """Benchmark: DFT-labelling strategies for an ACE fit at equal DFT budgets, on a pool of Cu cells.
 
-Data (made once, kept under ``--data``): about 1,000 Cu cells of ≤ 8 atoms from the package's
+Data (made once, kept under ``--data``): about 1,200 Cu cells of ≤ 8 atoms from the package's
 generators (strained and rattled cells, vacancies, surfaces, short pairs; no isolated dimers,
 see ``KINDS``), split at random into a pool and a fixed test set (``--test-fraction``), and the
 predictions of the offline uMLIP members (chgnet-0.3.0, sevennet-0-11jul2024, chgnet-0.2.0;
@@ -30,7 +30,7 @@ components):
 Prints a table, writes ``results/campaigns.json`` and the learning curves
 ``results/campaigns.png``.
 
-    .venv/bin/python benchmarks/campaigns.py [--n 500] [--reference sevennet-l3i5] [--iterations 6]
+    .venv/bin/python benchmarks/campaigns.py [--n 600] [--reference sevennet-l3i5] [--iterations 6]
         [--batch 100] [--loop-uc 0.3] [--uc 0.08 0.1 0.3 1 2 3] [--seeds 3] [--data DIR]
 """
 
@@ -414,7 +414,7 @@ def figure(loop: list[dict], single: list[dict], random_rows: list[dict], all_df
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=500, help="Generator rounds (about 2 cells each)")
+    parser.add_argument("--n", type=int, default=600, help="Generator rounds (about 2 cells each)")
     parser.add_argument("--test-fraction", type=float, default=0.1, help="Cells held out as the fixed test set")
     parser.add_argument("--batch", type=int, default=100, help="The loop's pool batch")
     parser.add_argument("--iterations", type=int, default=6, help="The loop's iterations")
