@@ -352,7 +352,10 @@ def test_mix_aligns_teacher_energies_to_a_reference_with_another_zero(tmp_path):
     assert alignment["n_sample"] == 20 and alignment["sample"] == "random" and len(alignment["sample_indices"]) == 20
     assert alignment["shifts"] == pytest.approx(SHIFT, abs=0.005)
     assert alignment["residual_rmse_per_atom"] < 0.002 and alignment["n_unalignable"] == 0
-    assert result["n_teacher"] == 24
+    assert result["n_teacher"] == 24 and result["dft_atom_fraction"] == 0
+    n_atoms = np.array([len(x) for x in reference])  # the 20 sampled configurations needed reference labels
+    assert result["dft_atom_fraction_with_alignment_sample"] == pytest.approx(
+        n_atoms[alignment["sample_indices"]].sum() / n_atoms.sum())
 
     mixed = read_structures(tmp_path / "mixed.pkl.gz")
     teacher = read_structures(paths["a"])
@@ -372,6 +375,7 @@ def test_mix_aligns_teacher_energies_to_a_reference_with_another_zero(tmp_path):
     text = run("mix", "--reference", paths["ref"], "--prediction", f"a={paths['a']}", "--prediction", f"b={paths['b']}",
                "--uc", "inf", "--energy-from", "a", "--forces-from", "b", "--out", tmp_path / "again.extxyz").stderr
     assert "shifts Cu -3.000" in text and "Au +1.500" in text and "fitted on 20 random configurations" in text
+    assert "of atoms with the alignment sample" in text
     assert "labels vs reference over all 24 configurations" in text and "meV/atom after alignment" in text
     assert "over the 24 teacher-labelled configurations" in text
 

@@ -332,6 +332,8 @@ def mix(
         "n_dft": int((~mixed.teacher).sum()),
         "dft_atom_fraction": mixed.dft_atom_fraction,
         "dft_config_fraction": mixed.dft_config_fraction,
+        # the DFT a campaign pays: the alignment needs reference labels on its sample too
+        "dft_atom_fraction_with_alignment_sample": mixed.paid_atom_fraction(alignment.sample),
         "energy_rmse_per_atom": energy_rmse,
         "force_rmse": force_rmse,
         "label_errors": {
@@ -368,7 +370,9 @@ def mix(
     n_teacher = payload["n_teacher"]
     lines = [
         f"wrote {out}: {n_teacher} teacher-labelled, {payload['n_dft']} reference-labelled configurations; "
-        f"DFT share {mixed.dft_atom_fraction:.1%} of atoms, {mixed.dft_config_fraction:.1%} of configurations",
+        f"DFT share {mixed.dft_atom_fraction:.1%} of atoms, {mixed.dft_config_fraction:.1%} of configurations"
+        + (f" ({payload['dft_atom_fraction_with_alignment_sample']:.1%} of atoms with the alignment sample, "
+           "whose reference labels are needed too)" if len(alignment.sample) else ""),
         _matching_line(ensemble),
     ]
     if fit:

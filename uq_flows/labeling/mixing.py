@@ -45,9 +45,16 @@ class MixedLabels:
 
     @property
     def dft_atom_fraction(self) -> float:
-        """DFT share counted by atomic environments (METHODS §2)."""
+        """DFT share of the labels, counted by atomic environments (METHODS §2)."""
         n_atoms = self.labels.n_atoms
         return float(n_atoms[~self.teacher].sum() / n_atoms.sum())
+
+    def paid_atom_fraction(self, also: Sequence[int]) -> float:
+        """Share of atoms that need a reference (DFT) calculation: the reference-labelled
+        configurations and ``also`` (the alignment sample, labelled by both sources whatever its U)."""
+        paid = ~self.teacher
+        paid[np.asarray(also, dtype=int)] = True
+        return float(self.labels.n_atoms[paid].sum() / self.labels.n_atoms.sum())
 
 
 def mix_labels(
