@@ -388,7 +388,7 @@ class Cp2kLabeller:
         provenance = {**self.provenance(atoms), **extra_provenance}
         failed = lambda reason: Label.failed(structure_id, DFT, "cp2k", reason, provenance=provenance, **fields)  # noqa: E731
         try:
-            write_input(atoms, self.settings)
+            text = write_input(atoms, self.settings)
             command = check_executable(self.command)
         except UqFlowsError as error:
             return failed(str(error))
@@ -399,10 +399,9 @@ class Cp2kLabeller:
         provenance["folder"] = str(folder)
         provenance["command"] = self.command
         environment = {**os.environ, "OMP_NUM_THREADS": str(self.threads), "CP2K_DATA_DIR": str(self.data_dir)}
-        settings, wavefunction, reruns = self.settings, None, []
+        settings, reruns = self.settings, []
         started = time.perf_counter()
         while True:
-            text = write_input(atoms, settings, wavefunction)
             (folder / INPUT_NAME).write_text(text)
             provenance["settings"] = settings.model_dump()
             provenance["input_sha256"] = hashlib.sha256(text.encode()).hexdigest()
@@ -421,6 +420,7 @@ class Cp2kLabeller:
             reruns.append({"reason": reason, "changes": {**changes, "wfn_restart_file": wavefunction}})
             provenance["reruns"] = reruns
             settings = rerun
+            text = write_input(atoms, settings, wavefunction)
 
     def _run(self, command: list[str], folder: Path, environment: dict, settings: Cp2kSettings, n_atoms: int,
              provenance: dict) -> tuple[Cp2kOutput | None, str | None, str | None]:

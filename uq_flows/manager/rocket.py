@@ -167,7 +167,7 @@ def run_with_retries(lp: LaunchPad, loop: str, *, progress: Callable[[str], None
     while True:
         launched += run_worker(lp, None, loop=loop, progress=progress, **worker_kwargs)
         report = _resume_pass(lp, loop, progress, rebuild=False)  # a failed loop is left to `resume`
-        if report.rerun or report.released or report.inconsistent:
+        if report.changed:  # reruns or released jobs to run now
             continue
         if not report.waiting:
             return launched
