@@ -89,15 +89,22 @@ def _start_pilot(category: str, folder: Path, idle_timeout: int = 400, resume_ev
 def _fireworks(lp, loop: str) -> list[dict]:
     from uq_flows.manager.submit import loop_fw_ids
 
-    fields = {"fw_id": 1, "name": 1, "state": 1, "spec._category": 1, "launches": 1, "archived_launches": 1}
+    fields = {"fw_id": 1, "name": 1, "state": 1, "spec._category": 1, "spec._uq_retry": 1, "launches": 1,
+              "archived_launches": 1}
     return list(lp.fireworks.find({"fw_id": {"$in": loop_fw_ids(lp, loop)}}, fields))
 
 
-def _loop_done(lp, loop: str, workers) -> bool:
-    """Every firework of the loop finished (or one failed, or a worker died) and the last state converged."""
+def _loop_done(lp, loop: str, workers, retried: bool = False) -> bool:
+    """Every firework of the loop finished (or one failed, or a worker died) and the last state converged.
+
+    ``retried``: the workers resume (pilots), so a failed firework with retries left is not the end
+    (it is also FIZZLED for a moment while a lost run is rerun)."""
     docs = _fireworks(lp, loop)
     states = Counter(d["state"] for d in docs)
-    if "FIZZLED" in states or any(w.poll() is not None for w in workers):
+    limit = get_settings().max_retries
+    failed = [d for d in docs if d["state"] == "FIZZLED"
+              and (not retried or ((d.get("spec") or {}).get("_uq_retry") or {}).get("count", 0) >= limit)]
+    if failed or any(w.poll() is not None for w in workers):
         return True
     if set(states) != {"COMPLETED"}:
         return False
@@ -227,7 +234,8 @@ def test_kill_9_of_a_pilot_during_a_reference_label_then_resume(wire_files, tmp_
         cpu = _start_pilot("cpu", tmp_path / "cpu-2", resume_every=1)
         if gpu.poll() is not None:
             gpu = _start_pilot("gpu", tmp_path / "gpu-2", resume_every=1)
-        wait_for(lambda: _loop_done(lp, loop, [gpu, cpu]), timeout=400, interval=2, what="the resumed loop to finish")
+        wait_for(lambda: _loop_done(lp, loop, [gpu, cpu], retried=True), timeout=400, interval=2,
+                 what="the resumed loop to finish")
     finally:
         stop_process(cpu)
         stop_process(gpu)
